@@ -1,0 +1,631 @@
+"""The interactive segmentation session: objects, prompts, rounds, undo/redo, labels.
+
+This is the public engine API of DESIGN.md (``napari_limnet.Session`` / ``RoundEvent``).
+It owns all state; the algorithm of one round lives in :func:`rounds.run_round`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from . import rounds
+from .rounds import RoundOptions, SlicePrompts
+from .volume import Volume
+
+__all__ = ["Prompt", "RoundEvent", "Session"]
+
+_MAX_UNDO = 64  # history steps kept per object (oldest dropped first)
+
+
+@dataclass(frozen=True)
+class RoundEvent:
+    """One slice decided by a round (yielded by :meth:`Session.run_iter`).
+
+    z: the slice index (0 for a 2D image).
+    mask: the FINAL bool (Y, X) mask of slice z for this round.
+    done: slices decided so far in this round (this one included).
+    total: current estimate of how many slices the round decides (>= done; may grow).
+    """
+
+    z: int
+    mask: np.ndarray
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One click or box of an object, as listed by :meth:`Session.prompts`.
+
+    kind: "click" or "box".
+    z: the slice.
+    coords: (y, x) for a click; (y0, x0, y1, x1) inclusive corners for a box.
+    positive: False for a negative (background) click; boxes are always positive.
+    round: the round (1, 2, ...) that used the prompt, or None while it is pending.
+    """
+
+    kind: Literal["click", "box"]
+    z: int
+    coords: tuple[float, ...]
+    positive: bool = True
+    round: int | None = None
+    uid: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def pending(self) -> bool:
+        """True until a round has used the prompt."""
+        return self.round is None
+
+
+class _Packed:
+    """A non-empty 2D bool mask stored as its bounding box, bit-packed."""
+
+    __slots__ = ("y0", "x0", "h", "w", "bits")
+
+    def __init__(self, y0: int, x0: int, h: int, w: int, bits: np.ndarray) -> None:
+        self.y0, self.x0, self.h, self.w, self.bits = y0, x0, h, w, bits
+
+    @classmethod
+    def pack(cls, m: np.ndarray) -> _Packed | None:
+        rows = np.flatnonzero(m.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(m.any(axis=0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        crop = np.ascontiguousarray(m[y0:y1, x0:x1])
+        return cls(int(y0), int(x0), int(y1 - y0), int(x1 - x0), np.packbits(crop))
+
+    def crop(self) -> np.ndarray:
+        n = self.h * self.w
+        return np.unpackbits(self.bits, count=n).reshape(self.h, self.w).astype(bool)
+
+    def unpack(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        out[self.y0 : self.y0 + self.h, self.x0 : self.x0 + self.w] = self.crop()
+        return out
+
+    def same(self, other: _Packed | None) -> bool:
+        return (
+            other is not None
+            and (self.y0, self.x0, self.h, self.w) == (other.y0, other.x0, other.h, other.w)
+            and np.array_equal(self.bits, other.bits)
+        )
+
+
+@dataclass
+class _Step:
+    """One undoable step: a round or a set_mask."""
+
+    committed_before: tuple[Prompt, ...]
+    committed_after: tuple[Prompt, ...]
+    before: dict[int, _Packed | None]
+    after: dict[int, _Packed | None]
+
+
+@dataclass
+class _Object:
+    masks: dict[int, _Packed] = field(default_factory=dict)
+    committed: tuple[Prompt, ...] = ()  # prompts used by rounds (consistent with masks)
+    pending: list[Prompt] = field(default_factory=list)  # new, not yet run
+    removed: set[int] = field(default_factory=set)  # uids of committed prompts removed since
+    undo: list[_Step] = field(default_factory=list)
+    redo: list[_Step] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """What one round consumes, fixed when the round starts."""
+
+    obj: int
+    token: object
+    prompts: dict[int, SlicePrompts]
+    pinned: frozenset[int]
+    pending: tuple[Prompt, ...]
+    removed_uids: frozenset[int]
+    options: RoundOptions
+
+
+def _no_events() -> Iterator[RoundEvent]:
+    """The empty round (nothing new): a generator that yields nothing."""
+    yield from ()
+
+
+class Session:
+    """Interactive segmentation of one volume, object by object.
+
+    ``Session(volume, spacing=(sz, sy, sx), model=model)`` wraps a (Z, Y, X) volume (numpy,
+    or dask/zarr read lazily; a 2D (Y, X) image is one slice whose masks come back as (Y, X)).
+
+    Object life cycle
+    -----------------
+    1. ``obj = s.new_object()`` gives a new id (1, 2, ...; ids are never reused).
+    2. ``add_click`` / ``add_box`` add *pending* prompts; ``set_mask`` may start the object
+       from an existing mask (an undoable step of its own). ``prompts(obj)`` lists the
+       prompts (past ones first, then pending ones); ``remove_prompt(obj, i)`` deletes one:
+       a past prompt's slice is then re-run in the next round.
+    3. ``run(obj)`` (or ``run_iter(obj)``, the same round as a generator of
+       :class:`RoundEvent`) runs one round: the slices that got new prompts -> 2D masks ->
+       propagation -> fusion. With nothing pending it returns the current mask and adds no
+       round. Prompts added while a round runs wait for the next round. Closing a
+       ``run_iter`` generator early cancels the round: the session is exactly as before it,
+       its prompts still pending. Starting another round (of any object) first cancels an
+       unfinished one; so do ``set_mask``, ``undo``, ``redo``, ``reset`` and
+       ``remove_object``, which change masks the round depends on.
+    4. ``undo(obj)`` / ``redo(obj)`` step through whole rounds (their prompts and masks) and
+       set_mask steps; with nothing to undo/redo they do nothing. Pending prompts are kept.
+    5. ``reset(obj)`` empties the object (prompts, mask and history); ``remove_object(obj)``
+       deletes it.
+
+    ``mask(obj)`` is the object's bool mask, ``labels()`` the integer map of all objects
+    (0 background). A voxel belongs to at most one object: a round or ``set_mask`` never
+    takes voxels that another object already holds.
+
+    Bad input raises ``ValueError`` and changes nothing. Masks are stored per slice as
+    bit-packed bounding-box crops, so a dozen objects in a 512 x 512 x 400 CT stay small.
+
+    Thread-safety: prompts may be added, listed and removed from another thread while a
+    round runs; everything else must come from one thread at a time.
+
+    Parameters
+    ----------
+    volume: the image (see :class:`~napari_limnet.engine.volume.Volume`).
+    spacing: (sz, sy, sx) (or (sy, sx) for 2D); None: 1.0 (or the spacing of a ``Volume``).
+    model: a loaded model; None loads the bundled default (``napari_limnet.load_model()``).
+    fusion, propagation: switch multi-round fusion / propagation (off: 2D only) on or off.
+    threads: torch CPU threads (``torch.set_num_threads``, process-wide); None leaves it.
+    z_range: inclusive (z_min, z_max) limits of propagation; None: the whole volume.
+    direction: propagate "both" ways, "up" (increasing z) or "down".
+    The last four may be changed later as attributes; they apply from the next round.
+    """
+
+    def __init__(
+        self,
+        volume: Any,
+        spacing: Sequence[float] | None = None,
+        model: Any = None,
+        *,
+        fusion: bool = True,
+        propagation: bool = True,
+        threads: int | None = None,
+        z_range: tuple[int, int] | None = None,
+        direction: str = "both",
+    ) -> None:
+        if isinstance(volume, Volume):
+            self.volume = volume if spacing is None else Volume(volume._data, spacing)
+        else:
+            self.volume = Volume(volume, spacing)
+        if threads is not None:
+            if int(threads) < 1:
+                raise ValueError(f"threads must be at least 1, got {threads}")
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.fusion = bool(fusion)
+        self.propagation = bool(propagation)
+        self.z_range = z_range
+        self.direction = direction
+        if model is None:
+            from .model import load_model
+
+            model = load_model()
+        self.model = model
+        self._objects: dict[int, _Object] = {}
+        self._next_id = 1
+        self._next_uid = 1
+        self._active: tuple[object, Iterator[RoundEvent]] | None = None
+        self._lock = threading.RLock()
+
+    # -- settings --------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of masks and labels: (Z, Y, X), or (Y, X) for a 2D image."""
+        return self.volume.shape[1:] if self.volume.is_2d else self.volume.shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size (sz, sy, sx)."""
+        return self.volume.spacing
+
+    @property
+    def z_range(self) -> tuple[int, int] | None:
+        """Inclusive (z_min, z_max) limits of propagation, or None for the whole volume."""
+        return self._z_range
+
+    @z_range.setter
+    def z_range(self, value: tuple[int, int] | None) -> None:
+        if value is not None:
+            try:
+                lo, hi = (int(v) for v in value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"z_range must be (z_min, z_max) or None, not {value!r}") from exc
+            nz = self.volume.shape[0]
+            if not 0 <= lo <= hi < nz:
+                raise ValueError(f"z_range {value} must satisfy 0 <= z_min <= z_max <= {nz - 1}")
+            value = (lo, hi)
+        self._z_range = value
+
+    @property
+    def direction(self) -> str:
+        """Propagation direction: "both", "up" (increasing z) or "down"."""
+        return self._direction
+
+    @direction.setter
+    def direction(self, value: str) -> None:
+        if value not in ("both", "up", "down"):
+            raise ValueError(f'direction must be "both", "up" or "down", not {value!r}')
+        self._direction = value
+
+    def _options(self) -> RoundOptions:
+        lo, hi = self._z_range if self._z_range is not None else (None, None)
+        return RoundOptions(
+            fusion=bool(self.fusion),
+            propagation=bool(self.propagation),
+            z_min=lo,
+            z_max=hi,
+            directions=self._direction,
+        )
+
+    # -- objects ---------------------------------------------------------------------------
+    @property
+    def objects(self) -> list[int]:
+        """Ids of the current objects, in creation order."""
+        return list(self._objects)
+
+    def new_object(self) -> int:
+        """Create an empty object and return its id (1, 2, ...; never reused)."""
+        with self._lock:
+            obj = self._next_id
+            self._next_id += 1
+            self._objects[obj] = _Object()
+            return obj
+
+    def _get(self, obj: int) -> _Object:
+        try:
+            return self._objects[obj]
+        except (KeyError, TypeError):
+            known = ", ".join(map(str, self._objects)) or "none"
+            raise ValueError(
+                f"unknown object {obj!r} (objects: {known}); create one with new_object()"
+            ) from None
+
+    def remove_object(self, obj: int) -> None:
+        """Delete an object, its prompts, mask and history (its id is not reused)."""
+        self._get(obj)
+        self._cancel_active()
+        with self._lock:
+            del self._objects[obj]
+
+    def reset(self, obj: int) -> None:
+        """Empty an object: no prompts, an empty mask, no undo/redo history."""
+        self._get(obj)
+        self._cancel_active()
+        with self._lock:
+            self._objects[obj] = _Object()
+
+    # -- prompts ---------------------------------------------------------------------------
+    def _index(self, value: Any, axis: int, what: str) -> int:
+        n = self.volume.shape[axis]
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a number, not {value!r}") from None
+        if not np.isfinite(f):
+            raise ValueError(f"{what} must be a finite number, not {value!r}")
+        i = int(round(f))
+        if not 0 <= i < n:
+            axis_name = "zyx"[axis]
+            raise ValueError(
+                f"{what} = {value} is outside the volume ({axis_name} must be in 0..{n - 1})"
+            )
+        return i
+
+    def _add(self, obj: int, prompt: Prompt) -> None:
+        with self._lock:
+            o = self._get(obj)
+            o.pending.append(replace(prompt, uid=self._next_uid))
+            self._next_uid += 1
+
+    def add_click(self, obj: int, point: Sequence[float], positive: bool = True) -> None:
+        """Add a pending click at voxel ``(z, y, x)`` (``(y, x)`` also works for 2D images).
+
+        positive=False marks background (a correction that removes voxels).
+        """
+        o = self._get(obj)  # noqa: F841 (validates obj first)
+        try:
+            pt = [float(v) for v in point]
+        except (TypeError, ValueError):
+            raise ValueError(f"a click is (z, y, x) voxel indices, not {point!r}") from None
+        if self.volume.is_2d and len(pt) == 2:
+            pt = [0.0, *pt]
+        if len(pt) != 3:
+            raise ValueError(f"a click is (z, y, x) voxel indices, not {tuple(point)!r}")
+        z = self._index(pt[0], 0, "click z")
+        self._index(pt[1], 1, "click y")
+        self._index(pt[2], 2, "click x")
+        self._add(obj, Prompt("click", z, (pt[1], pt[2]), bool(positive)))
+
+    def add_box(self, obj: int, z: int, box: Sequence[int]) -> None:
+        """Add a pending box on slice ``z``: ``(y0, x0, y1, x1)``, inclusive corners."""
+        self._get(obj)
+        try:
+            b = [float(v) for v in box]
+        except (TypeError, ValueError):
+            raise ValueError(f"a box is (y0, x0, y1, x1), not {box!r}") from None
+        if len(b) != 4:
+            raise ValueError(f"a box is (y0, x0, y1, x1), not {tuple(box)!r}")
+        zi = self._index(z, 0, "box z")
+        y0, y1 = sorted((self._index(b[0], 1, "box y0"), self._index(b[2], 1, "box y1")))
+        x0, x1 = sorted((self._index(b[1], 2, "box x0"), self._index(b[3], 2, "box x1")))
+        if y0 == y1 or x0 == x1:
+            raise ValueError(
+                f"the box {tuple(box)} has no area (its corners share a row or a column)"
+            )
+        self._add(obj, Prompt("box", zi, (y0, x0, y1, x1), True))
+
+    def prompts(self, obj: int) -> list[Prompt]:
+        """The object's prompts: past ones (``round`` set) first, then pending ones."""
+        with self._lock:
+            o = self._get(obj)
+            return [p for p in o.committed if p.uid not in o.removed] + list(o.pending)
+
+    def remove_prompt(self, obj: int, index: int) -> None:
+        """Delete the prompt ``prompts(obj)[index]``.
+
+        A pending prompt simply goes away. Removing a past prompt changes its slice's
+        prompts, so that slice is re-run (with its remaining prompts) in the next round.
+        """
+        with self._lock:
+            o = self._get(obj)
+            listed = self.prompts(obj)
+            if isinstance(index, bool) or not isinstance(index, int | np.integer):
+                raise ValueError(f"a prompt index must be an integer, not {index!r}")
+            if not -len(listed) <= index < len(listed):
+                raise ValueError(
+                    f"object {obj} has {len(listed)} prompt(s); there is no prompt {index}"
+                )
+            p = listed[index]
+            if p.pending:
+                o.pending = [q for q in o.pending if q.uid != p.uid]
+            else:
+                o.removed.add(p.uid)
+
+    # -- masks -----------------------------------------------------------------------------
+    def _slice_of(self, o: _Object, z: int) -> np.ndarray | None:
+        p = o.masks.get(z)
+        return None if p is None else p.unpack(self.volume.shape[1:])
+
+    def _blocked(self, obj: int, z: int) -> np.ndarray | None:
+        out = None
+        for k, o in self._objects.items():
+            p = o.masks.get(z) if k != obj else None
+            if p is None:
+                continue
+            if out is None:
+                out = np.zeros(self.volume.shape[1:], bool)
+            out[p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w] |= p.crop()
+        return out
+
+    def mask(self, obj: int) -> np.ndarray:
+        """The object's current bool mask, (Z, Y, X) (or (Y, X) for a 2D image)."""
+        with self._lock:
+            o = self._get(obj)
+            out = np.zeros(self.volume.shape, bool)
+            for z, p in o.masks.items():
+                out[z, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w] = p.crop()
+        return out[0] if self.volume.is_2d else out
+
+    def labels(self) -> np.ndarray:
+        """int32 map (Z, Y, X) (or (Y, X)): 0 background, else the id of the voxel's object."""
+        with self._lock:
+            out = np.zeros(self.volume.shape, np.int32)
+            for k, o in self._objects.items():
+                for z, p in o.masks.items():
+                    view = out[z, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
+                    view[p.crop()] = k
+        return out[0] if self.volume.is_2d else out
+
+    def set_mask(self, obj: int, mask: Any) -> None:
+        """Replace the object's mask (an earlier segmentation, brush edits): one undo step.
+
+        ``mask`` has the session's shape (any dtype; nonzero is inside). Voxels another
+        object holds are left to that object. Pending prompts stay pending.
+        """
+        o = self._get(obj)
+        shp = tuple(getattr(mask, "shape", np.shape(mask)))
+        full = self.volume.shape
+        if shp not in (self.shape, full):
+            raise ValueError(f"the mask has shape {shp} but the image has shape {self.shape}")
+        self._cancel_active()
+        with self._lock:
+            new: dict[int, _Packed] = {}
+            for z in range(full[0]):
+                m = np.asarray(mask if shp == full[1:] else mask[z]) != 0
+                b = self._blocked(obj, z)
+                if b is not None:
+                    m &= ~b
+                p = _Packed.pack(m)
+                if p is not None:
+                    new[z] = p
+            before, after = {}, {}
+            for z in set(o.masks) | set(new):
+                old, nw = o.masks.get(z), new.get(z)
+                if (old is None and nw is None) or (old is not None and old.same(nw)):
+                    continue
+                before[z], after[z] = old, nw
+            o.masks = new
+            self._push(o, _Step(o.committed, o.committed, before, after))
+
+    @staticmethod
+    def _push(o: _Object, step: _Step) -> None:
+        o.undo.append(step)
+        del o.undo[:-_MAX_UNDO]
+        o.redo.clear()
+
+    # -- undo / redo -----------------------------------------------------------------------
+    @staticmethod
+    def _apply(o: _Object, masks: dict[int, _Packed | None]) -> None:
+        for z, p in masks.items():
+            if p is None:
+                o.masks.pop(z, None)
+            else:
+                o.masks[z] = p
+
+    def undo(self, obj: int) -> None:
+        """Undo the object's last round (its prompts and masks) or set_mask; else nothing."""
+        o = self._get(obj)
+        if not o.undo:
+            return
+        self._cancel_active()
+        with self._lock:
+            step = o.undo.pop()
+            self._apply(o, step.before)
+            o.committed = step.committed_before
+            o.removed &= {p.uid for p in o.committed}
+            o.redo.append(step)
+
+    def redo(self, obj: int) -> None:
+        """Redo the last undone step of the object; with nothing to redo, nothing happens."""
+        o = self._get(obj)
+        if not o.redo:
+            return
+        self._cancel_active()
+        with self._lock:
+            step = o.redo.pop()
+            self._apply(o, step.after)
+            o.committed = step.committed_after
+            o.removed &= {p.uid for p in o.committed}
+            o.undo.append(step)
+
+    # -- rounds ----------------------------------------------------------------------------
+    def _cancel_active(self) -> None:
+        active, self._active = self._active, None
+        if active is not None:
+            active[1].close()
+
+    def _plan(self, obj: int) -> _Plan | None:
+        o = self._get(obj)
+        if not o.pending and not o.removed:
+            return None
+        kept = [p for p in o.committed if p.uid not in o.removed]
+        changed = {p.z for p in o.pending} | {p.z for p in o.committed if p.uid in o.removed}
+        by_z: dict[int, SlicePrompts] = {}
+        for z in sorted(changed):
+            on_z = [p for p in kept + o.pending if p.z == z]
+            by_z[z] = SlicePrompts(
+                clicks=tuple(
+                    (p.coords[0], p.coords[1], p.positive) for p in on_z if p.kind == "click"
+                ),
+                boxes=tuple(tuple(int(c) for c in p.coords) for p in on_z if p.kind == "box"),  # type: ignore[misc]
+            )
+        pinned = frozenset(p.z for p in kept) - set(by_z)
+        return _Plan(
+            obj=obj,
+            token=object(),
+            prompts=by_z,
+            pinned=pinned,
+            pending=tuple(o.pending),
+            removed_uids=frozenset(o.removed),
+            options=self._options(),
+        )
+
+    def run_iter(self, obj: int) -> Iterator[RoundEvent]:
+        """Run one round as a generator of :class:`RoundEvent` (see the class docstring).
+
+        The round's prompts are fixed when this is called; results are committed when the
+        generator is exhausted. Closing it early cancels the round without side effects.
+        """
+        self._get(obj)
+        self._cancel_active()
+        with self._lock:
+            plan = self._plan(obj)
+        if plan is None:
+            return _no_events()
+        gen = self._round(plan)
+        self._active = (plan.token, gen)
+        return gen
+
+    def run(self, obj: int) -> np.ndarray:
+        """Run one round to the end and return the object's mask (see :meth:`run_iter`)."""
+        for _ in self.run_iter(obj):
+            pass
+        return self.mask(obj)
+
+    def _round(self, plan: _Plan) -> Iterator[RoundEvent]:
+        import torch
+
+        obj = plan.obj
+        yx = self.volume.shape[1:]
+        results: dict[int, np.ndarray] = {}
+
+        def current(z: int) -> np.ndarray | None:
+            with self._lock:
+                return self._slice_of(self._objects[obj], int(z))
+
+        def blocked(z: int) -> np.ndarray | None:
+            with self._lock:
+                return self._blocked(obj, int(z))
+
+        try:
+            with torch.inference_mode():
+                it = rounds.run_round(
+                    self.model,
+                    self.volume,
+                    plan.prompts,
+                    current,
+                    plan.pinned,
+                    blocked,
+                    plan.options,
+                )
+            try:
+                while True:
+                    with torch.inference_mode():
+                        try:
+                            z, m, total = next(it)
+                        except StopIteration:
+                            break
+                    z = int(z)
+                    m = np.asarray(m, dtype=bool).reshape(yx).copy()
+                    b = blocked(z)
+                    if b is not None:
+                        m &= ~b
+                    results[z] = m
+                    done = len(results)
+                    yield RoundEvent(z, m.copy(), done, max(int(total), done))
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            self._commit(plan, results)
+        finally:
+            if self._active is not None and self._active[0] is plan.token:
+                self._active = None
+
+    def _commit(self, plan: _Plan, results: dict[int, np.ndarray]) -> None:
+        with self._lock:
+            o = self._objects[plan.obj]
+            before: dict[int, _Packed | None] = {}
+            after: dict[int, _Packed | None] = {}
+            for z, m in results.items():
+                b = self._blocked(plan.obj, z)
+                if b is not None:
+                    m = m & ~b
+                new, old = _Packed.pack(m), o.masks.get(z)
+                if (old is None and new is None) or (old is not None and old.same(new)):
+                    continue
+                before[z], after[z] = old, new
+            kept = tuple(p for p in o.committed if p.uid not in plan.removed_uids)
+            rnd = 1 + max((p.round or 0 for p in kept), default=0)
+            captured = {p.uid for p in plan.pending}
+            # prompts deleted while the round ran were used by it: past now, and removed
+            deleted = captured - {p.uid for p in o.pending}
+            committed_before = o.committed
+            o.committed = kept + tuple(replace(p, round=rnd) for p in plan.pending)
+            o.pending = [p for p in o.pending if p.uid not in captured]
+            o.removed = ((o.removed - plan.removed_uids) | deleted) & {p.uid for p in o.committed}
+            self._apply(o, after)
+            self._push(o, _Step(committed_before, o.committed, before, after))
