@@ -1,0 +1,201 @@
+"""DICOM series reader: a folder (recognised by content) or one file of a series."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .volume import LoadedVolume, nifti_affine_from_world, spacing_of
+
+# Largest number of files a folder scan opens; a series folder beyond this is unusual.
+_MAX_FILES = 20000
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True when ``path`` is a file with the DICOM Part 10 preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def find_dicom_files(folder: str | Path, limit: int | None = None) -> list[Path]:
+    """DICOM files under ``folder`` (its subfolders included), sorted by path."""
+    found: list[Path] = []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name != "DICOMDIR" and is_dicom_file(p):
+            found.append(p)
+            if limit is not None and len(found) >= limit:
+                break
+        if len(found) >= _MAX_FILES:
+            break
+    return found
+
+
+def _series_files(path: Path) -> list[Path]:
+    """The files of the series at ``path`` (a folder, or one of its files)."""
+    folder = path if path.is_dir() else path.parent
+    files = find_dicom_files(folder)
+    if not files:
+        raise ValueError(f"{path}: no DICOM files found")
+    return files
+
+
+def _read_headers(path: Path, files: list[Path]) -> list[pydicom.Dataset]:
+    """Headers of the chosen series: the one holding ``path``, else the largest in the folder."""
+    groups: dict[str, list[pydicom.Dataset]] = defaultdict(list)
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            if f == path:
+                raise ValueError(f"{f}: cannot read DICOM header ({exc})") from exc
+            continue
+        if "PixelData" not in ds and "ImagePositionPatient" not in ds:
+            continue  # reports, structured sets, presentation states
+        ds.filename = str(f)
+        groups[str(ds.get("SeriesInstanceUID", ""))].append(ds)
+    if not groups:
+        raise ValueError(f"{path}: no DICOM images found")
+    if path.is_file():
+        key = next((k for k, v in groups.items() if any(d.filename == str(path) for d in v)), None)
+        if key is None:
+            raise ValueError(f"{path}: not a readable DICOM image")
+    else:
+        key = max(groups, key=lambda k: len(groups[k]))
+        if len(groups) > 1:
+            warnings.warn(
+                f"{path}: {len(groups)} DICOM series found; reading the largest "
+                f"({len(groups[key])} images). Open one file to pick another series.",
+                stacklevel=3,
+            )
+    return groups[key]
+
+
+def _geometry(path: Path, headers: list[pydicom.Dataset]) -> tuple[list, np.ndarray]:
+    """Sort the slices along the normal; return them and the LPS affine of (col, row, slice)."""
+    for ds in headers:
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if tag not in ds:
+                raise ValueError(f"{ds.filename}: DICOM image lacks {tag}; cannot place it")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise ValueError(
+                f"{ds.filename}: multi-frame (enhanced) DICOM is not supported; "
+                "convert it to NIfTI (e.g. with dcm2niix)"
+            )
+        if int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise ValueError(
+                f"{ds.filename}: RGB/colour DICOM is not supported; expected one channel"
+            )
+    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]  # direction of increasing column index, of row index
+    normal = np.cross(row_dir, col_dir)
+    for ds in headers[1:]:
+        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
+            raise ValueError(f"{path}: the series mixes image orientations; cannot stack it")
+    positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in headers])
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    headers = [headers[i] for i in order]
+    positions, dist = positions[order], dist[order]
+    if len(headers) > 1:
+        gaps = np.diff(dist)
+        if np.any(np.abs(gaps) < 1e-4):
+            raise ValueError(
+                f"{path}: several images share one slice position; the folder holds more than "
+                "one volume (echoes, phases or repeats). Put one volume per folder."
+            )
+        if np.max(np.abs(gaps - gaps.mean())) > 0.01 * abs(gaps.mean()) + 1e-3:
+            raise ValueError(
+                f"{path}: DICOM slices are not evenly spaced (gaps {gaps.min():.3g} to "
+                f"{gaps.max():.3g} mm); cannot make a regular volume"
+            )
+        slice_vec = (positions[-1] - positions[0]) / (len(headers) - 1)
+    else:
+        thickness = float(
+            headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness") or 1.0
+        )
+        slice_vec = normal * thickness
+    dr, dc = (float(v) for v in headers[0].PixelSpacing)  # row spacing, column spacing
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * dc
+    lps[:3, 1] = col_dir * dr
+    lps[:3, 2] = slice_vec
+    lps[:3, 3] = positions[0]
+    return headers, lps
+
+
+def _pixels(headers: list[pydicom.Dataset]) -> np.ndarray:
+    """Stack the slices (Z, Y, X) with RescaleSlope/Intercept applied (integer when exact)."""
+    slices, slopes, inters = [], [], []
+    shape = None
+    for ds in headers:
+        try:
+            full = pydicom.dcmread(ds.filename)
+            arr = full.pixel_array
+        except Exception as exc:  # truncated file, unsupported compression without a decoder
+            raise ValueError(f"{ds.filename}: cannot decode DICOM pixel data ({exc})") from exc
+        if arr.ndim != 2:
+            raise ValueError(
+                f"{ds.filename}: pixel data has shape {arr.shape}; expected one 2D slice"
+            )
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise ValueError(f"{ds.filename}: slice size {arr.shape} differs from {shape}")
+        slices.append(arr)
+        slopes.append(float(full.get("RescaleSlope", 1.0) or 1.0))
+        inters.append(float(full.get("RescaleIntercept", 0.0) or 0.0))
+    raw = np.stack(slices)
+    s, b = np.asarray(slopes), np.asarray(inters)
+    if np.all(s == 1.0) and np.all(b == np.round(b)):
+        out = raw.astype(np.int32) + b.astype(np.int32)[:, None, None]
+        lo, hi = out.min(), out.max()
+        for dt in (np.int16, np.int32):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                return out.astype(dt)
+        return out
+    return (raw.astype(np.float32) * s[:, None, None] + b[:, None, None]).astype(np.float32)
+
+
+def read_dicom(path: str | Path) -> LoadedVolume:
+    """Read the DICOM series at ``path`` (its folder, or one of its files) as (Z, Y, X).
+
+    Slices are sorted by ImagePositionPatient along the slice normal (axis 0 goes from the
+    first to the last position along row x column); pixel values become modality units (HU for CT).
+    """
+    path = Path(path)
+    headers = _read_headers(path, _series_files(path))
+    headers, lps = _geometry(path, headers)
+    data = _pixels(headers)
+    # (col i, row j, slice k) -> LPS; the data is (k, j, i), world is LPS in (z, y, x) order.
+    world = np.eye(4)
+    world[:3, :3] = lps[[2, 1, 0], :3][:, [2, 1, 0]]
+    world[:3, 3] = lps[[2, 1, 0], 3]
+    first = headers[0]
+    source = {
+        "format": "dicom",
+        "path": str(path),
+        "source_shape": tuple(int(n) for n in data.shape[::-1]),  # NIfTI layout (i, j, k)
+        "axes": (2, 1, 0),
+        "nifti_affine": nifti_affine_from_world(world, (2, 1, 0)),
+        "files": [ds.filename for ds in headers],
+        "modality": str(first.get("Modality", "")),
+        "series_description": str(first.get("SeriesDescription", "")),
+        "integer_map": False,
+    }
+    return LoadedVolume(
+        data=data,
+        spacing=spacing_of(world),
+        affine=world,
+        path=path,
+        format="dicom",
+        metadata={"limnet_source": source},
+    )

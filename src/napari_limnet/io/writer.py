@@ -1,0 +1,170 @@
+"""Write label maps back onto the source image's grid (NIfTI, TIFF) and their names (ITK-SNAP)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import tifffile
+
+from .volume import nifti_affine_from_world, spacing_of
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _grid_shape(source: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The (Z, Y, X) shape the reader produced from the source file."""
+    shape = tuple(source["source_shape"])[:3]
+    if source["format"] == "tiff":
+        shape3 = (1,) * (3 - len(shape)) + shape
+    else:
+        shape3 = shape + (1,) * (3 - len(shape))
+    return tuple(int(shape3[a]) for a in source["axes"])
+
+
+def _label_dtype(labels: np.ndarray, path: Path) -> np.dtype:
+    """The smallest integer type that holds every label."""
+    if labels.dtype == bool:
+        return np.dtype(np.uint8)
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f" and np.array_equal(labels, np.round(labels)):
+            pass
+        else:
+            raise ValueError(f"{path}: labels must be integers, got {labels.dtype}")
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    for dt in (np.uint8, np.uint16, np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def write_label_file(
+    path: str | Path,
+    labels: Any,
+    source: Mapping[str, Any] | None = None,
+    world_affine: np.ndarray | None = None,
+    objects: Iterable[Mapping[str, Any]] | None = None,
+) -> list[Path]:
+    """Write a (Z, Y, X) label map to ``path`` (.nii.gz, .nii, .tif, .tiff) on the source grid.
+
+    source: the ``limnet_source`` metadata a reader stored; the labels go back in the source
+        file's own array layout and affine (NIfTI header kept, codes and all). Without it,
+        ``world_affine`` (napari-ordered LPS) places the labels.
+    objects: optional [{"id", "name", "color": [r, g, b] in 0-1}] written beside the label map as
+        an ITK-SNAP label description file.
+    Returns the written paths. Raises ValueError when the labels do not fit the source grid.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"{path}: labels must be a 3D (Z, Y, X) array, got shape {labels.shape}")
+    if source is not None:
+        expected = _grid_shape(source)
+        if tuple(labels.shape) != expected:
+            raise ValueError(
+                f"{path}: labels have shape {tuple(labels.shape)} but the source image "
+                f"{source.get('path', '')} has grid {expected}; refusing to write a misplaced file"
+            )
+    dtype = _label_dtype(labels, path)
+    labels = labels.astype(dtype, copy=False)
+    if world_affine is None:
+        world_affine = np.eye(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    if name.endswith(NIFTI_SUFFIXES):
+        _write_nifti(path, labels, source, world_affine)
+    elif name.endswith(TIFF_SUFFIXES):
+        _write_tiff(path, labels, source, world_affine)
+    else:
+        raise ValueError(f"{path}: unsupported label file type; use .nii.gz, .nii, .tif or .tiff")
+    written = [path]
+    objects = list(objects or [])
+    if objects:
+        written.append(write_label_descriptions(label_description_path(path), objects))
+    return written
+
+
+def _write_nifti(path: Path, labels: np.ndarray, source: Mapping[str, Any] | None, world) -> None:
+    if source is not None and source["format"] == "nifti":
+        axes = tuple(source["axes"])
+        header = source["nifti_header"].copy()
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        affine = None  # keep the header's qform and sform exactly as the source had them
+    else:
+        axes = (2, 1, 0)
+        header = None
+        image_class = nib.Nifti1Image
+        if source is not None and "nifti_affine" in source:
+            affine = np.asarray(source["nifti_affine"], dtype=float)
+        else:
+            affine = nifti_affine_from_world(world, axes)
+    # data = source.transpose(axes)  =>  source = data.transpose(argsort(axes))
+    arr = labels.transpose(np.argsort(axes))
+    if source is not None and source["format"] == "nifti":
+        arr = arr.reshape(tuple(source["source_shape"]))
+    img = image_class(np.ascontiguousarray(arr), affine, header=header)
+    img.set_data_dtype(labels.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0, float(labels.max()) if labels.size else 0
+    img.header["intent_code"] = 1002  # NIFTI_INTENT_LABEL
+    if header is None:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+
+
+def _write_tiff(path: Path, labels: np.ndarray, source: Mapping[str, Any] | None, world) -> None:
+    spacing = spacing_of(world)
+    if source is not None and source["format"] == "tiff":
+        arr = labels.reshape(tuple(source["source_shape"]))
+    else:
+        arr = labels
+    if labels.dtype in (np.uint8, np.uint16):
+        sz, sy, sx = spacing
+        tifffile.imwrite(
+            path,
+            arr,
+            imagej=True,
+            resolution=(1.0 / sx, 1.0 / sy),
+            metadata={"spacing": sz, "unit": "mm", "axes": "ZYX" if arr.ndim == 3 else "YX"},
+            compression="zlib",
+        )
+    else:  # ImageJ cannot hold signed or 32-bit integers: a plain TIFF
+        tifffile.imwrite(path, arr, compression="zlib")
+
+
+def label_description_path(path: str | Path) -> Path:
+    """Where the ITK-SNAP label description of ``path`` goes: ``<stem>_labels.txt`` beside it."""
+    path = Path(path)
+    stem = path.name
+    for suffix in NIFTI_SUFFIXES + TIFF_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return path.with_name(f"{stem}_labels.txt")
+
+
+def write_label_descriptions(path: str | Path, objects: Iterable[Mapping[str, Any]]) -> Path:
+    """Write an ITK-SNAP label description file (id, RGB 0-255, alpha, visibility, name)."""
+    path = Path(path)
+    lines = [
+        "################################################",
+        "# ITK-SnAP Label Description File",
+        "# Written by napari-limnet",
+        "# Columns = Index, R, G, B, A, VIS, MSH, LABEL",
+        "################################################",
+        '    0     0    0    0        0  0  0    "Clear Label"',
+    ]
+    for obj in sorted(objects, key=lambda o: int(o["id"])):
+        rgb = [int(round(255 * float(np.clip(c, 0.0, 1.0)))) for c in list(obj["color"])[:3]]
+        label = str(obj["name"]).replace('"', "'")
+        lines.append(
+            f'{int(obj["id"]):5d} {rgb[0]:5d}{rgb[1]:5d}{rgb[2]:5d}        1  1  1    "{label}"'
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
