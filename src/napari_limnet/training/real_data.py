@@ -4,9 +4,9 @@ Every loader returns a :class:`RealCase`: the image as a float32 (Z, Y, X) array
 the slice axis, its spacing (sz, sy, sx) in mm, and label maps on the same grid as int32
 (Z, Y, X) arrays.
 
-Slice axis of a NIfTI file: the voxel axis with the largest spacing or, when several share it
-(isotropic data), the last of them (the third voxel axis k when isotropic). The two other axes
-follow in decreasing voxel order: k-slices give (k, j, i).
+NIfTI files are read by the package's own reader (:mod:`napari_limnet.io`), so the slice axis is
+the one the plugin shows: the header's slice_dim when set, else the third voxel axis k, as
+(k, j, i).
 
 Two sources, one interface (``case_ids()``, ``load_case(id)``):
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,7 +46,6 @@ __all__ = [
     "load_split",
     "msd_objects",
     "read_nifti",
-    "slice_axis",
     "validation_objects",
 ]
 
@@ -55,53 +54,41 @@ NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
 # --------------------------------------------------------------------------------------------
-# NIfTI reading (minimal; the package's io module replaces this once it exists)
+# NIfTI reading: the package's io reader (one slice-axis rule for the plugin and for training)
 # --------------------------------------------------------------------------------------------
-
-
-def slice_axis(zooms: Sequence[float], rtol: float = 1e-3) -> int:
-    """The voxel axis used as slice axis: largest spacing, the last of equals (k if isotropic)."""
-    z = [float(v) for v in zooms[:3]]
-    top = max(z)
-    return max(i for i, v in enumerate(z) if v >= top * (1.0 - rtol))
-
-
-def _axis_order(zooms: Sequence[float]) -> tuple[int, int, int]:
-    a = slice_axis(zooms)
-    rest = sorted({0, 1, 2} - {a}, reverse=True)
-    return (a, rest[0], rest[1])
 
 
 def read_nifti(
     path: str | Path, *, channel: int = 0, as_label: bool = False
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Read a NIfTI file as ((Z, Y, X) array, (sz, sy, sx)) with axis 0 the slice axis.
+    """Read a NIfTI file as ((Z, Y, X) array, (sz, sy, sx)), axis 0 the slice axis.
 
-    Images come back as float32 (a 4D file: channel ``channel`` of its 4th axis); labels
+    3D files go through :func:`napari_limnet.io.read_nifti` (the plugin's reader, so training,
+    evaluation and the viewer see the same axes). A 4D file (MSD multi-modal images) gives its
+    channel ``channel``, oriented by the same rule. Images come back as float32, labels
     (``as_label``) as int32, rounded.
     """
     import nibabel as nib
+
+    from ..io import nifti as io_nifti
+    from ..io.volume import spacing_of, world_affine_from_nifti
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 4:
-        if not 0 <= channel < data.shape[3]:
-            raise ValueError(f"{path.name}: channel {channel} not in 0..{data.shape[3] - 1}")
-        data = data[..., channel]
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim != 3:
-        raise ValueError(f"{path.name}: expected a 3D volume, got shape {data.shape}")
-    zooms = [float(v) if float(v) > 0 else 1.0 for v in img.header.get_zooms()[:3]]
-    zooms += [1.0] * (3 - len(zooms))
-    order = _axis_order(zooms)
-    data = np.transpose(data, order)
-    spacing = (zooms[order[0]], zooms[order[1]], zooms[order[2]])
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) == 4 and shape[3] > 1:
+        if not 0 <= channel < shape[3]:
+            raise ValueError(f"{path.name}: channel {channel} not in 0..{shape[3] - 1}")
+        arr = np.asanyarray(img.dataobj[..., channel])
+        axis = io_nifti._slice_axis(img.header)
+        axes = (axis,) + tuple(a for a in (2, 1, 0) if a != axis)
+        data = np.transpose(arr, axes)
+        spacing = spacing_of(world_affine_from_nifti(img.affine, axes))
+    else:
+        vol = io_nifti.read_nifti(path)
+        data, spacing = vol.data, vol.spacing
     if as_label:
         if np.issubdtype(data.dtype, np.integer):
             out = data.astype(np.int32)
@@ -109,7 +96,8 @@ def read_nifti(
             out = np.rint(np.nan_to_num(data.astype(np.float64))).astype(np.int32)
     else:
         out = data.astype(np.float32)
-    return np.ascontiguousarray(out), spacing
+    sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    return np.ascontiguousarray(out), sp
 
 
 # --------------------------------------------------------------------------------------------
