@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .io import world_affine_from_napari, world_affine_from_nifti, write_label_file
+from .io.volume import layer_world_affine
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -34,7 +35,9 @@ def _check_placement(path: str, source: dict[str, Any], world) -> None:
     """Refuse labels that napari shows somewhere other than their source image."""
     if source["format"] == "tiff":
         return  # TIFF has no world placement to compare beyond the shape
-    expected = world_affine_from_nifti(np.asarray(source["nifti_affine"]), tuple(source["axes"]))
+    expected = layer_world_affine(
+        world_affine_from_nifti(np.asarray(source["nifti_affine"]), tuple(source["axes"]))
+    )
     if not np.allclose(world, expected, atol=1e-3, rtol=1e-4):
         raise ValueError(
             f"{path}: the labels layer is not placed on its source image's grid "

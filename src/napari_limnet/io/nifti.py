@@ -19,10 +19,12 @@ def _slice_axis(header: nib.Nifti1Header) -> int:
     return 2 if slice_dim is None or slice_dim > 2 else int(slice_dim)
 
 
-def _is_integer_map(header: nib.Nifti1Header) -> bool:
+def _is_integer_map(img: nib.Nifti1Image) -> bool:
     """True when the stored values are integers with no intensity scaling."""
-    slope, inter = header.get_slope_inter()
-    return header.get_data_dtype().kind in "iu" and slope in (None, 1.0) and inter in (None, 0.0)
+    # After loading, nibabel keeps scl_slope/scl_inter on the data proxy, not in the header.
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    return img.get_data_dtype().kind in "iu" and slope == 1.0 and inter == 0.0
 
 
 def read_nifti(path: str | Path) -> LoadedVolume:
@@ -66,7 +68,7 @@ def read_nifti(path: str | Path) -> LoadedVolume:
         "axes": axes,
         "nifti_affine": np.asarray(img.affine, dtype=float),
         "nifti_header": header.copy(),
-        "integer_map": _is_integer_map(header),
+        "integer_map": _is_integer_map(img),
     }
     return LoadedVolume(
         data=data,

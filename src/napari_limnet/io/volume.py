@@ -68,14 +68,43 @@ def nifti_affine_from_world(world_affine: np.ndarray, axes: tuple[int, ...]) -> 
     return ras
 
 
+WORLD_AXES = ("z", "y", "x")
+
+
+def layer_world_axes(world_affine: np.ndarray) -> tuple[int, ...]:
+    """For each data axis, the LPS world axis (0 z, 1 y, 2 x) it runs closest to.
+
+    The identity for axial scans. napari cannot show a layer whose axes are permuted relative
+    to the world in 2D (the displayed block of its transform is singular), so a sagittal or
+    coronal acquisition, whose slice axis must stay axis 0, gets its world axes in this order.
+    """
+    direction = np.abs(np.asarray(world_affine, dtype=float)[:3, :3])
+    direction = direction / np.linalg.norm(direction, axis=0)
+    order = [-1, -1, -1]
+    # Greedy by strongest component: exact for the usual ~90 degree cases, stable for obliques.
+    for flat in np.argsort(-direction, axis=None, kind="stable"):
+        row, col = divmod(int(flat), 3)
+        if order[col] < 0 and row not in order:
+            order[col] = row
+    return tuple(order)
+
+
+def layer_world_affine(world_affine: np.ndarray) -> np.ndarray:
+    """The world affine with its rows in the order of :func:`layer_world_axes`."""
+    world = np.asarray(world_affine, dtype=float)
+    out = np.eye(4)
+    rows = list(layer_world_axes(world))
+    out[:3, :] = world[rows, :]
+    return out
+
+
 def napari_transform(world_affine: np.ndarray) -> dict[str, Any]:
-    """napari layer keywords (scale, translate, affine) that place the data at ``world_affine``.
+    """napari layer keywords (scale, translate, affine) for ``world_affine``.
 
     napari computes world = affine @ (scale * index + translate); scale is the voxel spacing,
     affine carries the direction cosines (rotation and flips) and is the identity for a volume
-    aligned with the world axes.
     """
-    world = np.asarray(world_affine, dtype=float)
+    world = layer_world_affine(world_affine)
     linear = world[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     direction = linear / spacing
