@@ -1,0 +1,197 @@
+"""Layer <-> prompt conversion, and the prompt/result layers that sit on an image's grid.
+
+Prompts are plain tuples in the session's voxel indices (axis 0 = the slice axis):
+
+- click: ``("click", z, y, x, positive)``
+- box:   ``("box", z, y0, x0, y1, x1)`` (inclusive corners)
+
+A 2D image is handled as a volume of one slice (z is always 0 and the layers stay 2D).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+Prompt = tuple
+
+POS_COLOR = np.array([0.1, 0.9, 0.2, 1.0])
+NEG_COLOR = np.array([0.95, 0.15, 0.15, 1.0])
+
+
+def check_image(layer: Any) -> str | None:
+    """A user-facing reason why ``layer`` cannot be segmented, or None when it can."""
+    from napari.layers import Image
+
+    if layer is None:
+        return "No image: open a CT or MR volume (or File > Open Sample > napari-limnet) first."
+    if not isinstance(layer, Image):
+        return f"'{layer.name}' is not an image layer."
+    if layer.rgb:
+        return f"'{layer.name}' is an RGB image; LIM-Net segments grey-value CT/MR volumes."
+    if layer.ndim not in (2, 3):
+        return (
+            f"'{layer.name}' has {layer.ndim} dimensions; LIM-Net needs one 3D volume (Z, Y, X)"
+            " or one 2D slice. Split time series or channels into separate layers first."
+        )
+    if 0 in layer.data.shape:
+        return f"'{layer.name}' is empty."
+    return None
+
+
+def grid_kwargs(image: Any) -> dict[str, Any]:
+    """Keyword arguments that put a new layer on ``image``'s grid (and carry its metadata)."""
+    kw: dict[str, Any] = {
+        "scale": np.asarray(image.scale).copy(),
+        "translate": np.asarray(image.translate).copy(),
+        "rotate": np.asarray(image.rotate).copy(),
+        "shear": np.asarray(image.shear).copy(),
+        "affine": np.asarray(image.affine.affine_matrix).copy(),
+        "metadata": dict(image.metadata),
+    }
+    units = getattr(image, "units", None)
+    if units is not None:
+        kw["units"] = units
+    return kw
+
+
+def spacing_of(image: Any) -> tuple[float, float, float]:
+    """Voxel spacing (sz, sy, sx) of the image (mm when the reader gave mm); 2D -> sz = 1."""
+    s = [abs(float(v)) or 1.0 for v in image.scale]
+    if len(s) == 2:
+        s = [1.0, *s]
+    return (s[0], s[1], s[2])
+
+
+def view_ok(viewer: Any) -> bool:
+    """True when prompts can be placed: a 2D view whose slicing axis is the volume's axis 0."""
+    dims = viewer.dims
+    if dims.ndisplay != 2:
+        return False
+    nd = dims.ndim
+    return tuple(dims.displayed) == (nd - 2, nd - 1)
+
+
+def _key_click(z: int, y: int, x: int, positive: bool) -> Prompt:
+    return ("click", int(z), int(y), int(x), bool(positive))
+
+
+def points_to_prompts(points: Any, shape: tuple[int, int, int]) -> tuple[list[Prompt], int]:
+    """Clicks of a Points layer in the layer's order; returns (prompts, number dropped outside)."""
+    data = np.asarray(points.data, dtype=float)
+    if len(data) == 0:
+        return [], 0
+    pos = (
+        np.asarray(points.features["positive"], dtype=bool)
+        if "positive" in points.features
+        else np.ones(len(data), bool)
+    )
+    out, dropped = [], 0
+    for row, p in zip(data, pos, strict=False):
+        idx = np.round(row).astype(int)
+        z, y, x = (0, *idx[-2:]) if len(idx) == 2 else idx[-3:]
+        if not (0 <= z < shape[0] and 0 <= y < shape[1] and 0 <= x < shape[2]):
+            dropped += 1
+            continue
+        out.append(_key_click(z, y, x, p))
+    return out, dropped
+
+
+def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Prompt], list[str]]:
+    """Boxes of a Shapes layer (any shape -> its bounding box on its slice); (prompts, problems)."""
+    out, problems = [], []
+    for verts in shapes.data:
+        v = np.asarray(verts, dtype=float)
+        if v.shape[1] == 2:
+            zs = np.zeros(1)
+            yx = v
+        else:
+            zs = np.round(v[:, -3])
+            yx = v[:, -2:]
+        if np.ptp(zs) > 0:
+            problems.append("a box must lie on one slice of the slice axis")
+            continue
+        z = int(zs[0])
+        y0, x0 = np.floor(yx.min(0)).astype(int)
+        y1, x1 = np.ceil(yx.max(0)).astype(int)
+        y0, x0 = max(y0, 0), max(x0, 0)
+        y1, x1 = min(y1, shape[1] - 1), min(x1, shape[2] - 1)
+        if not 0 <= z < shape[0] or y1 < y0 or x1 < x0:
+            problems.append("a box lies outside the image")
+            continue
+        if y1 == y0 or x1 == x0:
+            problems.append("a box has no area")
+            continue
+        out.append(("box", z, int(y0), int(x0), int(y1), int(x1)))
+    return out, problems
+
+
+def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
+    """Show the clicks among ``prompts`` in ``points`` (caller blocks the layer's events)."""
+    clicks = [p for p in prompts if p[0] == "click"]
+    cols = slice(2, 4) if two_d else slice(1, 4)
+    ndim = 2 if two_d else 3
+    data = np.array([p[cols] for p in clicks], dtype=float).reshape(-1, ndim)
+    positive = np.array([p[4] for p in clicks], dtype=bool)
+    points.data = data
+    points.features = {"positive": positive}
+    color_points(points)
+
+
+def color_points(points: Any) -> None:
+    n = len(points.data)
+    if n == 0:
+        return
+    pos = np.asarray(points.features["positive"], dtype=bool)
+    points.face_color = np.where(pos[:, None], POS_COLOR, NEG_COLOR)
+
+
+def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:
+    """Show the boxes among ``prompts`` as rectangles (caller blocks the layer's events)."""
+    rects = []
+    for p in prompts:
+        if p[0] != "box":
+            continue
+        _, z, y0, x0, y1, x1 = p
+        yx = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+        rects.append(yx if two_d else np.column_stack([np.full(4, z, float), yx]))
+    shapes.data = []
+    if rects:
+        shapes.add_rectangles(rects)
+
+
+def diff_prompts(old: list[Prompt], new: list[Prompt]) -> tuple[list[int], list[Prompt]]:
+    """What turns ``old`` into ``new``: indices of ``old`` to remove (descending), prompts to add.
+
+    Moved prompts count as removed + added; order of the unchanged ones is kept.
+    """
+    want = Counter(new)
+    removed = []
+    for i, p in enumerate(old):
+        if want[p] > 0:
+            want[p] -= 1
+        else:
+            removed.append(i)
+    gone = set(removed)
+    have = Counter(p for i, p in enumerate(old) if i not in gone)
+    added = []
+    for p in new:
+        if have[p] > 0:
+            have[p] -= 1
+        else:
+            added.append(p)
+    return sorted(removed, reverse=True), added
+
+
+def from_session_prompt(p: Any) -> Prompt:
+    """Turn a prompt as the engine lists it (``Session.prompts``) into our tuple form."""
+    if isinstance(p, tuple) and p and p[0] in ("click", "box"):
+        return p
+    kind = getattr(p, "kind", "click")
+    if kind == "box":
+        y0, x0, y1, x1 = (int(round(float(v))) for v in p.coords)
+        return ("box", int(p.z), y0, x0, y1, x1)
+    y, x = (int(round(float(v))) for v in p.coords)
+    return _key_click(int(p.z), y, x, bool(p.positive))

@@ -1,0 +1,1061 @@
+"""The LIM-Net dock widget: click, watch the volume fill in, correct, next object, never lose work.
+
+Life of an image in the widget
+------------------------------
+1. Docking the widget (or adding an image while it is docked) sets up the active image: a
+   Points layer ``<image> clicks`` (feature ``positive``), a Shapes layer ``<image> boxes`` and
+   a Labels layer ``<image> labels``, all on the image's grid, and an engine ``Session``.
+2. A click (or a rectangle) on a slice is a prompt of the current object (the first prompt
+   creates object 1). With auto-run on, every change of the prompt layers starts a round in a
+   thread worker; the Labels layer fills in slice by slice. A change during a round cancels it
+   and starts a new one with all prompts.
+3. "New object" (key O) starts the next object; selecting an earlier one in the list shows its
+   prompts again and resumes refining it. Undo/redo (Ctrl+Z / Ctrl+Shift+Z on the prompt
+   layers) step through whole rounds. Brush edits on the Labels layer are taken into the
+   session before the next round.
+4. After each round the labels, prompts and names are autosaved; reopening the image offers
+   to restore them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import autosave as autosave_mod
+from .layers import (
+    check_image,
+    color_points,
+    diff_prompts,
+    from_session_prompt,
+    grid_kwargs,
+    points_to_prompts,
+    set_points,
+    set_shapes,
+    shapes_to_prompts,
+    spacing_of,
+    view_ok,
+)
+from .objects_panel import ObjectInfo, ObjectsPanel
+from .settings import DEVICES, WINDOW_PRESETS, Settings, window_limits
+from .worker import start_round
+
+# Below this many voxels the Labels layer is compared with the session before every round
+# (catches any edit); above it, only paint events mark objects as edited.
+FULL_COMPARE_VOXELS = 16_000_000
+
+_MODEL_CACHE: dict[tuple[str, str | None], Any] = {}
+
+
+def get_model(weights: str, device: str | None) -> Any:
+    """Load (once) the model for a weights file ('' = bundled) on a device (None = best)."""
+    key = (weights, device)
+    if key not in _MODEL_CACHE:
+        from napari_limnet import load_model
+
+        _MODEL_CACHE[key] = load_model(weights or None, device=device)
+    return _MODEL_CACHE[key]
+
+
+class ImageState:
+    """Everything the widget keeps for one image: its session, layers and objects."""
+
+    def __init__(self, image: Any, session: Any, points: Any, shapes: Any, labels: Any) -> None:
+        self.image = image
+        self.session = session
+        self.points = points
+        self.shapes = shapes
+        self.labels = labels
+        self.two_d = image.ndim == 2
+        self.objects: dict[int, ObjectInfo] = {}
+        self.current: int | None = None
+        self.shown: list[tuple] = []  # prompts of the current object as the layers show them
+        self.edited: set[int] = set()  # objects painted on the Labels layer since last sync
+        self.autosave_found: Path | None = None
+
+    @property
+    def shape3(self) -> tuple[int, int, int]:
+        s = self.labels.data.shape
+        return (1, *s) if self.two_d else tuple(s)
+
+    @property
+    def data3(self) -> np.ndarray:
+        """The Labels layer's array as (Z, Y, X) (a view: writes go to the layer)."""
+        d = self.labels.data
+        return d[None] if self.two_d else d
+
+    def mask3(self, obj: int) -> np.ndarray:
+        m = self.session.mask(obj)
+        return m[None] if self.two_d else m
+
+    def layers_alive(self, viewer: Any) -> bool:
+        return all(lay in viewer.layers for lay in (self.image, self.points, self.labels))
+
+
+class LimNetWidget(QWidget):
+    """LIM-Net interactive segmentation (see the module docstring for the workflow).
+
+    Keys on the clicks/boxes layers: N toggles negative clicks, O starts a new object,
+    Shift+Enter runs a round (when auto-run is off), Ctrl+Z / Ctrl+Shift+Z undo / redo a round.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.settings = Settings.load()
+        self.states: dict[int, ImageState] = {}
+        self.state: ImageState | None = None
+        self.negative = False
+        self._syncing = False
+        self._creating = False
+        self._worker: Any = None
+        self._events_iter: Any = None
+        self._round_obj: int | None = None
+        self._round_completed = False
+        self._round_touched: set[int] = set()
+        self._restart = False
+        self._deferred: list[Callable[[], None]] = []
+        self._t_round = 0.0
+        self._t_first: float | None = None
+        self.last_round: dict[str, float] = {}
+        self.autosaver = autosave_mod.AutoSaver()
+        self._build_ui()
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._on_layers_changed)
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._refresh_image_combo()
+        self._setup_initial()
+
+    # ---------------------------------------------------------------- UI
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Image:"))
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image to segment")
+        self.image_combo.activated.connect(self._on_image_chosen)
+        row.addWidget(self.image_combo, 1)
+        lay.addLayout(row)
+
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+
+        row = QHBoxLayout()
+        self.negative_btn = QPushButton("Negative click (N)")
+        self.negative_btn.setCheckable(True)
+        self.negative_btn.setToolTip("Next clicks mark background (key N on the click layer)")
+        self.negative_btn.toggled.connect(self.set_negative)
+        self.run_btn = QPushButton("Run")
+        self.run_btn.setToolTip("Run a round with the new prompts (Shift+Enter)")
+        self.run_btn.clicked.connect(self.request_round)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel_round)
+        for b in (self.negative_btn, self.run_btn, self.cancel_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m slices")
+        lay.addWidget(self.progress)
+        self.speed_label = QLabel("")
+        lay.addWidget(self.speed_label)
+
+        row = QHBoxLayout()
+        self.undo_btn = QPushButton("Undo round")
+        self.undo_btn.setToolTip("Undo the current object's last round (Ctrl+Z)")
+        self.undo_btn.clicked.connect(self.undo)
+        self.redo_btn = QPushButton("Redo round")
+        self.redo_btn.setToolTip("Redo (Ctrl+Shift+Z)")
+        self.redo_btn.clicked.connect(self.redo)
+        row.addWidget(self.undo_btn)
+        row.addWidget(self.redo_btn)
+        lay.addLayout(row)
+
+        box = QGroupBox("Objects")
+        bl = QVBoxLayout(box)
+        self.objects_panel = ObjectsPanel()
+        self.objects_panel.selected.connect(self.select_object)
+        self.objects_panel.renamed.connect(self.rename_object)
+        self.objects_panel.new_requested.connect(self.new_object)
+        self.objects_panel.delete_requested.connect(self.delete_object)
+        self.objects_panel.reset_requested.connect(self.reset_object)
+        bl.addWidget(self.objects_panel)
+        row = QHBoxLayout()
+        self.import_combo = QComboBox()
+        self.import_combo.setToolTip("A Labels layer you already have (e.g. an earlier result)")
+        self.import_btn = QPushButton("Take in")
+        self.import_btn.setToolTip("Each label value of that layer becomes an object to refine")
+        self.import_btn.clicked.connect(
+            lambda: self.import_labels(self.import_combo.currentText())
+        )
+        row.addWidget(QLabel("Labels:"))
+        row.addWidget(self.import_combo, 1)
+        row.addWidget(self.import_btn)
+        bl.addLayout(row)
+        self.restore_btn = QPushButton("Restore autosaved work")
+        self.restore_btn.setVisible(False)
+        self.restore_btn.clicked.connect(self.restore_autosave)
+        bl.addWidget(self.restore_btn)
+        lay.addWidget(box)
+
+        box = QGroupBox("Propagation limits")
+        fl = QFormLayout(box)
+        self.limit_check = QCheckBox("only between slices")
+        self.z_min = QSpinBox()
+        self.z_max = QSpinBox()
+        row = QHBoxLayout()
+        row.addWidget(self.limit_check)
+        row.addWidget(self.z_min)
+        row.addWidget(QLabel("and"))
+        row.addWidget(self.z_max)
+        fl.addRow(row)
+        self.direction_combo = QComboBox()
+        self.direction_combo.addItems(["both", "up", "down"])
+        self.direction_combo.setToolTip("up: increasing slice index; down: decreasing")
+        fl.addRow("Direction:", self.direction_combo)
+        for w in (self.limit_check, self.z_min, self.z_max):
+            sig = w.toggled if w is self.limit_check else w.valueChanged
+            sig.connect(self._apply_limits)
+        self.direction_combo.currentTextChanged.connect(self._apply_limits)
+        lay.addWidget(box)
+
+        box = QGroupBox("Settings")
+        fl = QFormLayout(box)
+        s = self.settings
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.device_combo.setCurrentText(s.device)
+        fl.addRow("Device:", self.device_combo)
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, 64)
+        self.threads_spin.setSpecialValueText("auto")
+        self.threads_spin.setValue(s.threads)
+        self.threads_spin.setToolTip("Engine CPU threads; auto leaves one core to the viewer")
+        fl.addRow("Threads:", self.threads_spin)
+        row = QHBoxLayout()
+        self.weights_edit = QLineEdit(s.weights)
+        self.weights_edit.setPlaceholderText("bundled weights")
+        browse = QPushButton("...")
+        browse.clicked.connect(self._browse_weights)
+        row.addWidget(self.weights_edit, 1)
+        row.addWidget(browse)
+        fl.addRow("Weights:", row)
+        self.fusion_check = QCheckBox("multi-round fusion")
+        self.fusion_check.setChecked(s.fusion)
+        self.propagation_check = QCheckBox("propagate to other slices")
+        self.propagation_check.setChecked(s.propagation)
+        self.autorun_check = QCheckBox("run on every prompt")
+        self.autorun_check.setChecked(s.auto_run)
+        fl.addRow(self.fusion_check)
+        fl.addRow(self.propagation_check)
+        fl.addRow(self.autorun_check)
+        self.window_combo = QComboBox()
+        self.window_combo.addItems(list(WINDOW_PRESETS))
+        self.window_combo.setCurrentText(s.window)
+        fl.addRow("CT window:", self.window_combo)
+        lay.addWidget(box)
+        lay.addStretch(1)
+
+        self.device_combo.currentTextChanged.connect(self._settings_changed)
+        self.threads_spin.valueChanged.connect(self._settings_changed)
+        self.weights_edit.editingFinished.connect(self._settings_changed)
+        for c in (self.fusion_check, self.propagation_check, self.autorun_check):
+            c.toggled.connect(self._settings_changed)
+        self.window_combo.currentTextChanged.connect(self._settings_changed)
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "LIM-Net weights", "", "Weights (*.pt)")
+        if path:
+            self.weights_edit.setText(path)
+            self._settings_changed()
+
+    def _message(self, text: str, level: str = "info") -> None:
+        self.status.setText(text)
+        {"info": show_info, "warning": show_warning, "error": show_error}[level](text)
+
+    # ---------------------------------------------------------------- settings
+    def _settings_changed(self, *_: Any) -> None:
+        s = self.settings
+        old_model = (s.weights, s.torch_device)
+        s.device = self.device_combo.currentText()
+        s.threads = self.threads_spin.value()
+        s.weights = self.weights_edit.text().strip()
+        s.fusion = self.fusion_check.isChecked()
+        s.propagation = self.propagation_check.isChecked()
+        s.auto_run = self.autorun_check.isChecked()
+        s.window = self.window_combo.currentText()
+        s.save()
+        st = self.state
+        if st is None:
+            return
+        st.session.fusion = s.fusion
+        st.session.propagation = s.propagation
+        self._apply_window(st.image)
+        if (s.weights, s.torch_device) != old_model:
+            self._run_when_idle(self._reload_model)
+        import torch
+
+        if torch.get_num_threads() != s.engine_threads:
+            self._run_when_idle(lambda: torch.set_num_threads(s.engine_threads))
+
+    def _reload_model(self) -> None:
+        try:
+            model = get_model(self.settings.weights, self.settings.torch_device)
+        except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
+            self._message(f"Could not load the weights: {e}", "error")
+            return
+        for st in self.states.values():
+            st.session.model = model
+
+    def _apply_window(self, image: Any) -> None:
+        lim = window_limits(self.settings.window)
+        if lim is None:
+            return
+        lo, hi = lim
+        rng = image.contrast_limits_range
+        image.contrast_limits_range = (min(rng[0], lo), max(rng[1], hi))
+        image.contrast_limits = lim
+
+    def _apply_limits(self, *_: Any) -> None:
+        st = self.state
+        if st is None:
+            return
+        z_range = None
+        if self.limit_check.isChecked():
+            a, b = sorted((self.z_min.value(), self.z_max.value()))
+            z_range = (a, b)
+
+        def apply() -> None:
+            try:
+                st.session.z_range = z_range
+                st.session.direction = self.direction_combo.currentText()
+            except ValueError as e:
+                self._message(str(e), "warning")
+
+        self._run_when_idle(apply)
+
+    # ---------------------------------------------------------------- images
+    def _image_layers(self) -> list:
+        from napari.layers import Image
+
+        return [lay for lay in self.viewer.layers if isinstance(lay, Image)]
+
+    def _refresh_image_combo(self) -> None:
+        from napari.layers import Labels
+
+        names = [lay.name for lay in self._image_layers()]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if self.state is not None and self.state.image.name in names:
+            self.image_combo.setCurrentText(self.state.image.name)
+        self.image_combo.blockSignals(False)
+        ours = {id(st.labels) for st in self.states.values()}
+        self.import_combo.clear()
+        self.import_combo.addItems(
+            [
+                lay.name
+                for lay in self.viewer.layers
+                if isinstance(lay, Labels) and id(lay) not in ours
+            ]
+        )
+
+    def _setup_initial(self) -> None:
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        images = self._image_layers()
+        target = active if isinstance(active, Image) else (images[-1] if images else None)
+        if target is None:
+            if self.viewer.layers:
+                self._message(check_image(next(iter(self.viewer.layers))) or "", "warning")
+            else:
+                self.status.setText(
+                    "Open a CT or MR volume (File > Open, or File > Open Sample > napari-limnet)."
+                )
+            return
+        self.set_image(target)
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        from napari.layers import Image
+
+        self._refresh_image_combo()
+        if self._creating:
+            return
+        if isinstance(event.value, Image):
+            self.set_image(event.value)
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        for key, st in list(self.states.items()):
+            if st.image not in self.viewer.layers:
+                if st is self.state:
+                    self.cancel_round()
+                    self.state = None
+                del self.states[key]
+        self._refresh_image_combo()
+
+    def _on_active_layer(self, event: Any) -> None:
+        self._refresh_image_combo()
+
+    def _on_image_chosen(self, index: int) -> None:
+        name = self.image_combo.itemText(index)
+        if name in self.viewer.layers:
+            self.set_image(self.viewer.layers[name])
+
+    def set_image(self, image: Any) -> ImageState | None:
+        """Make ``image`` the one being segmented, creating its layers and session if needed."""
+        err = check_image(image)
+        if err:
+            self._message(err, "warning")
+            return None
+        if self.state is not None and self.state.image is image:
+            return self.state
+        self._run_when_idle(lambda: None)  # cancel a running round first
+        if self._worker is not None:
+            self._deferred.append(lambda: self.set_image(image))
+            return None
+        st = self.states.get(id(image))
+        if st is not None and not st.layers_alive(self.viewer):
+            del self.states[id(image)]
+            st = None
+        if st is None:
+            st = self._create_state(image)
+            if st is None:
+                return None
+            self.states[id(image)] = st
+        self.state = st
+        self._refresh_image_combo()
+        self.z_min.setRange(0, st.shape3[0] - 1)
+        self.z_max.setRange(0, st.shape3[0] - 1)
+        if self.z_max.value() == 0:
+            self.z_max.setValue(st.shape3[0] - 1)
+        self._apply_limits()
+        self._update_objects_panel()
+        self.viewer.layers.selection.active = st.points
+        st.points.mode = "add"
+        if st.autosave_found is not None:
+            self.restore_btn.setVisible(True)
+            self._message(
+                f"Autosaved work for '{image.name}' was found ({st.autosave_found.name}). "
+                "Press 'Restore autosaved work' in the LIM-Net panel to load it.",
+                "info",
+            )
+        else:
+            self.restore_btn.setVisible(False)
+            self.status.setText(
+                f"Segmenting '{image.name}': click on the object (N: negative clicks)."
+            )
+        return st
+
+    def _create_state(self, image: Any) -> ImageState | None:
+        from napari_limnet import Session
+
+        data = image.data[0] if image.multiscale else image.data
+        spacing = spacing_of(image)
+        s = self.settings
+        try:
+            model = get_model(s.weights, s.torch_device)
+            session = Session(
+                data,
+                spacing=spacing[1:] if image.ndim == 2 else spacing,
+                model=model,
+                fusion=s.fusion,
+                propagation=s.propagation,
+                threads=s.engine_threads,
+            )
+        except ValueError as e:
+            self._message(f"Cannot segment '{image.name}': {e}", "error")
+            return None
+        except Exception as e:  # noqa: BLE001 - e.g. weights that do not load
+            self._message(f"Could not start LIM-Net on '{image.name}': {e}", "error")
+            return None
+        grid = grid_kwargs(image)
+        size = max(3.0, min(12.0, max(data.shape[-2:]) / 60))
+        self._creating = True
+        try:
+            labels = self.viewer.add_labels(
+                np.zeros(session.shape, np.uint16), name=f"{image.name} labels", **grid
+            )
+            shapes = self.viewer.add_shapes(
+                None,
+                ndim=image.ndim,
+                name=f"{image.name} boxes",
+                edge_color="yellow",
+                face_color="transparent",
+                edge_width=max(1.0, size / 4),
+                **grid,
+            )
+            points = self.viewer.add_points(
+                None,
+                ndim=image.ndim,
+                name=f"{image.name} clicks",
+                features={"positive": np.zeros(0, bool)},
+                feature_defaults={"positive": True},
+                size=size,
+                border_width=0,
+                out_of_slice_display=False,
+                **grid,
+            )
+        finally:
+            self._creating = False
+        points.current_face_color = "lime"
+        st = ImageState(image, session, points, shapes, labels)
+        points.events.data.connect(self._on_prompts_changed)
+        shapes.events.data.connect(self._on_prompts_changed)
+        labels.events.paint.connect(lambda ev, st=st: self._on_paint(st, ev))
+        for layer in (points, shapes):
+            self._bind_keys(layer)
+        self._apply_window(image)
+        st.autosave_found = autosave_mod.find_autosave(image, session.shape)
+        return st
+
+    def _bind_keys(self, layer: Any) -> None:
+        layer.bind_key("n", lambda _l: self.negative_btn.toggle(), overwrite=True)
+        layer.bind_key("o", lambda _l: self.new_object(), overwrite=True)
+        layer.bind_key("Shift-Enter", lambda _l: self.request_round(), overwrite=True)
+        layer.bind_key("Control-z", lambda _l: self.undo(), overwrite=True)
+        layer.bind_key("Control-Shift-z", lambda _l: self.redo(), overwrite=True)
+
+    # ---------------------------------------------------------------- prompts
+    def set_negative(self, on: bool) -> None:
+        """Next clicks are negative (background) when ``on``."""
+        self.negative = bool(on)
+        if self.negative_btn.isChecked() != self.negative:
+            self.negative_btn.setChecked(self.negative)
+        for st in self.states.values():
+            st.points.feature_defaults = {"positive": not self.negative}
+            st.points.current_face_color = "red" if self.negative else "lime"
+
+    def _show_prompts(self, st: ImageState, prompts: list[tuple]) -> None:
+        self._syncing = True
+        try:
+            set_points(st.points, prompts, st.two_d)
+            set_shapes(st.shapes, prompts, st.two_d)
+        finally:
+            self._syncing = False
+        st.shown = list(prompts)
+
+    def layer_prompts(self, st: ImageState) -> tuple[list[tuple], list[str]]:
+        clicks, dropped = points_to_prompts(st.points, st.shape3)
+        boxes, problems = shapes_to_prompts(st.shapes, st.shape3)
+        if dropped:
+            problems.append("a click lies outside the image")
+        return clicks + boxes, problems
+
+    def _on_prompts_changed(self, event: Any) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if self._syncing or action.split(".")[-1].lower() in ("adding", "removing", "changing"):
+            return
+        st = self.state
+        if st is None or event.source not in (st.points, st.shapes):
+            return
+        if event.source is st.points:
+            self._syncing = True
+            try:
+                color_points(st.points)
+            finally:
+                self._syncing = False
+        new, problems = self.layer_prompts(st)
+        if new == st.shown:
+            return
+        if not st.two_d and not view_ok(self.viewer):
+            self._show_prompts(st, st.shown)
+            self._message(
+                "Prompts go on slices of the volume's first axis: switch to the 2D view with the "
+                "default axis order (Roll/Transpose back) and click again.",
+                "warning",
+            )
+            return
+        if problems:
+            self._show_prompts(st, st.shown)
+            self._message("Prompt refused: " + "; ".join(sorted(set(problems))) + ".", "warning")
+            return
+        if st.current is None:
+            self._new_object_now(st, keep_prompts=True)
+        st.shown = new
+        if self.settings.auto_run:
+            self.request_round()
+        else:
+            self.status.setText("Prompts changed: press Run (Shift+Enter).")
+
+    def _sync_prompts(self, st: ImageState, obj: int) -> None:
+        """Make the session's prompt list of ``obj`` equal to what the layers show."""
+        s = st.session
+        old = [from_session_prompt(p) for p in s.prompts(obj)]
+        removed, added = diff_prompts(old, st.shown)
+        for i in removed:
+            s.remove_prompt(obj, i)
+        for p in added:
+            try:
+                if p[0] == "click":
+                    s.add_click(obj, p[1:4], positive=p[4])
+                else:
+                    s.add_box(obj, p[1], p[2:6])
+            except ValueError as e:
+                self._message(f"Prompt refused: {e}", "warning")
+        st.shown = [from_session_prompt(p) for p in s.prompts(obj)]
+
+    # ---------------------------------------------------------------- brush edits
+    def _on_paint(self, st: ImageState, event: Any) -> None:
+        ids: set[int] = set()
+        for atom in getattr(event, "value", None) or []:
+            try:
+                if hasattr(atom, "new_value"):
+                    ids.add(int(atom.new_value))
+                    ids.update(int(v) for v in np.unique(atom.old_values))
+                else:
+                    ids.update(int(v) for v in np.unique(atom[1]))
+                    ids.update(int(v) for v in np.unique(atom[2]))
+            except (TypeError, ValueError, IndexError):
+                ids.update(st.objects)
+        st.edited |= ids - {0}
+
+    def sync_brush_edits(self, st: ImageState) -> None:
+        """Take the user's edits of the Labels layer into the session (set_mask per object)."""
+        data = st.data3
+        edited = {k for k in st.edited if k in st.objects}
+        if data.size <= FULL_COMPARE_VOXELS and st.objects:
+            ref = st.session.labels()
+            ref = ref[None] if st.two_d else ref
+            diff = ref != data
+            if diff.any():
+                edited |= {int(v) for v in np.unique(ref[diff])} | {
+                    int(v) for v in np.unique(data[diff])
+                }
+                edited &= set(st.objects)
+        st.edited.clear()
+        if not edited:
+            return
+        # Objects that lost voxels first, so that the others can take them.
+        order = sorted(edited)
+        for _ in range(2):
+            for k in order:
+                target = data == k
+                if not np.array_equal(st.mask3(k), target):
+                    st.session.set_mask(k, target[0] if st.two_d else target)
+
+    # ---------------------------------------------------------------- rounds
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def _run_when_idle(self, action: Callable[[], None]) -> None:
+        """Run ``action`` now, or after cancelling the round in progress."""
+        if self._worker is None:
+            action()
+        else:
+            self._deferred.append(action)
+            self._worker.quit()
+
+    def request_round(self) -> None:
+        """Start a round with all prompts (cancelling one in progress, which then restarts)."""
+        if self._worker is not None:
+            self._restart = True
+            self._worker.quit()
+            return
+        self._start_round()
+
+    def cancel_round(self) -> None:
+        """Stop the round in progress; the object is left as before it, prompts kept."""
+        self._restart = False
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.setText("Cancelling...")
+
+    def _start_round(self) -> None:
+        st = self.state
+        if st is None or st.current is None:
+            return
+        obj = st.current
+        try:
+            self.sync_brush_edits(st)
+            self._sync_prompts(st, obj)
+            events = st.session.run_iter(obj)
+        except ValueError as e:
+            self._message(str(e), "error")
+            return
+        self._events_iter = events
+        self._round_obj = obj
+        self._round_completed = False
+        self._round_touched = set()
+        self._t_round = time.perf_counter()
+        self._t_first = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText(f"Segmenting object {obj}...")
+        self._worker = start_round(events, self._on_batch, self._on_finished, self._on_error)
+        self._worker.returned.connect(self._on_returned)
+
+    def _on_batch(self, batch: list) -> None:
+        st = self.state
+        obj = self._round_obj
+        if st is None or obj is None or self._worker is None:
+            return
+        if self._t_first is None:
+            self._t_first = time.perf_counter() - self._t_round
+        data = st.data3
+        for ev in batch:
+            v = data[ev.z]
+            m = np.asarray(ev.mask, bool).reshape(v.shape)
+            v[(v == obj) & ~m] = 0
+            v[m & (v == 0)] = obj
+            self._round_touched.add(int(ev.z))
+        last = batch[-1]
+        self.progress.setRange(0, max(1, last.total))
+        self.progress.setValue(last.done)
+        st.labels.refresh()
+
+    def _on_returned(self, _value: Any) -> None:
+        self._round_completed = True
+
+    def _on_error(self, exc: Exception) -> None:
+        self._message(f"The round failed: {exc}", "error")
+
+    def _on_finished(self) -> None:
+        events, self._events_iter = self._events_iter, None
+        self._worker = None
+        if events is not None:
+            events.close()  # a cancelled round: the session goes back to before it
+        st, obj = self.state, self._round_obj
+        self.cancel_btn.setEnabled(False)
+        elapsed = time.perf_counter() - self._t_round
+        if st is not None and obj is not None and obj in st.objects:
+            if self._round_completed:
+                n = len(self._round_touched)
+                self.last_round = {
+                    "slices": n,
+                    "seconds": elapsed,
+                    "first_response": self._t_first or elapsed,
+                    "slices_per_s": n / elapsed if elapsed > 0 else 0.0,
+                }
+                self.speed_label.setText(
+                    f"Last round: {n} slices in {elapsed:.2f} s "
+                    f"({self.last_round['slices_per_s']:.0f} slices/s), "
+                    f"first slice after {self.last_round['first_response'] * 1000:.0f} ms"
+                )
+                self.status.setText(f"Object {obj} updated. Click to correct, O for a new object.")
+                self.progress.setValue(self.progress.maximum())
+            else:
+                self._write_object(st, obj)
+                self.status.setText("Round cancelled; its prompts are kept.")
+                self.progress.setValue(0)
+            self._after_change(st)
+        deferred, self._deferred = self._deferred, []
+        for action in deferred:
+            action()
+        if self._restart and self._worker is None:
+            self._restart = False
+            self._start_round()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Process events until no round runs (for scripts and tests)."""
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + timeout
+        while self._worker is not None or self._restart:
+            if time.monotonic() > end:
+                return False
+            QApplication.processEvents()
+            time.sleep(0.005)
+        return True
+
+    def _write_object(self, st: ImageState, obj: int) -> None:
+        """Show the session's mask of ``obj`` in the Labels layer (others' voxels untouched)."""
+        data = st.data3
+        m = st.mask3(obj) if obj in st.session.objects else np.zeros(st.shape3, bool)
+        data[(data == obj) & ~m] = 0
+        data[m & (data == 0)] = obj
+        st.labels.refresh()
+
+    def _after_change(self, st: ImageState) -> None:
+        self._update_volumes(st)
+        self._update_objects_panel()
+        self.autosave(st)
+
+    # ---------------------------------------------------------------- objects
+    def _color_of(self, st: ImageState, obj: int) -> tuple[float, float, float]:
+        c = np.asarray(st.labels.get_color(obj), float).ravel()
+        return (float(c[0]), float(c[1]), float(c[2])) if c.size >= 3 else (1.0, 0.0, 0.0)
+
+    def _update_volumes(self, st: ImageState) -> None:
+        vox_ml = float(np.prod(spacing_of(st.image))) / 1000.0
+        if st.two_d:
+            vox_ml = 0.0
+        counts = np.bincount(st.data3.ravel(), minlength=1)
+        for k, o in st.objects.items():
+            o.volume_ml = float(counts[k]) * vox_ml if k < len(counts) else 0.0
+
+    def _update_objects_panel(self) -> None:
+        st = self.state
+        if st is None:
+            self.objects_panel.set_objects([], None)
+            return
+        for k, o in st.objects.items():
+            o.color = self._color_of(st, k)
+        self.objects_panel.set_objects(list(st.objects.values()), st.current)
+        st.labels.metadata["limnet_objects"] = [o.as_metadata() for o in st.objects.values()]
+
+    def _new_object_now(self, st: ImageState, keep_prompts: bool = False) -> int:
+        obj = st.session.new_object()
+        st.objects[obj] = ObjectInfo(obj, f"Object {obj}", self._color_of(st, obj))
+        st.current = obj
+        st.labels.selected_label = obj
+        if not keep_prompts:
+            self._show_prompts(st, [])
+        self._update_objects_panel()
+        return obj
+
+    def new_object(self) -> int | None:
+        """Start the next object (key O); its first click segments it."""
+        st = self.state
+        if st is None:
+            self._message(check_image(None) or "", "warning")
+            return None
+        if self._worker is not None:
+            self._run_when_idle(self.new_object)
+            return None
+        obj = self._new_object_now(st)
+        self.status.setText(f"Object {obj}: click on it.")
+        return obj
+
+    def select_object(self, obj: int) -> None:
+        """Resume refining an earlier object: its prompts are shown again."""
+        st = self.state
+        if st is None or obj not in st.objects:
+            return
+        if self._worker is not None:
+            self._run_when_idle(lambda: self.select_object(obj))
+            return
+        st.current = obj
+        st.labels.selected_label = obj
+        self._show_prompts(st, [from_session_prompt(p) for p in st.session.prompts(obj)])
+        self._update_objects_panel()
+        self.status.setText(f"Refining {st.objects[obj].name}.")
+
+    def rename_object(self, obj: int, name: str) -> None:
+        st = self.state
+        if st is None or obj not in st.objects:
+            return
+        st.objects[obj].name = name
+        self._update_objects_panel()
+        self.autosave(st)
+
+    def delete_object(self, obj: int) -> None:
+        st = self.state
+        if st is None or obj not in st.objects:
+            return
+        if self._worker is not None:
+            self._run_when_idle(lambda: self.delete_object(obj))
+            return
+        st.session.remove_object(obj)
+        del st.objects[obj]
+        data = st.data3
+        data[data == obj] = 0
+        st.labels.refresh()
+        if st.current == obj:
+            st.current = next(reversed(st.objects), None) if st.objects else None
+            if st.current is not None:
+                self.select_object(st.current)
+            else:
+                self._show_prompts(st, [])
+        self._after_change(st)
+
+    def reset_object(self, obj: int | None = None) -> None:
+        """Empty an object (mask, prompts, history)."""
+        st = self.state
+        obj = obj if obj is not None else (st.current if st else None)
+        if st is None or obj not in st.objects:
+            return
+        if self._worker is not None:
+            self._run_when_idle(lambda: self.reset_object(obj))
+            return
+        st.session.reset(obj)
+        self._write_object(st, obj)
+        if st.current == obj:
+            self._show_prompts(st, [])
+        self._after_change(st)
+
+    def undo(self) -> None:
+        """Undo the current object's last round (or brush edit step)."""
+        self._undo_redo("undo")
+
+    def redo(self) -> None:
+        self._undo_redo("redo")
+
+    def _undo_redo(self, which: str) -> None:
+        st = self.state
+        if st is None or st.current is None:
+            return
+        if self._worker is not None:
+            self._restart = False
+            self._run_when_idle(lambda: self._undo_redo(which))
+            return
+        obj = st.current
+        self.sync_brush_edits(st)
+        getattr(st.session, which)(obj)
+        self._write_object(st, obj)
+        self._show_prompts(st, [from_session_prompt(p) for p in st.session.prompts(obj)])
+        self._after_change(st)
+
+    def import_labels(self, name: str) -> list[int]:
+        """Take in a Labels layer: each label value starts an object with that mask."""
+        st = self.state
+        if st is None:
+            self._message(check_image(None) or "", "warning")
+            return []
+        if name not in self.viewer.layers:
+            self._message("Choose a Labels layer to take in.", "warning")
+            return []
+        layer = self.viewer.layers[name]
+        src = np.asarray(layer.data)
+        if src.shape != st.labels.data.shape:
+            self._message(
+                f"'{name}' has shape {src.shape} but the image has shape "
+                f"{st.labels.data.shape}; it cannot be taken in.",
+                "error",
+            )
+            return []
+        if self._worker is not None:
+            self._run_when_idle(lambda: self.import_labels(name))
+            return []
+        names = {
+            int(o["id"]): o.get("name")
+            for o in layer.metadata.get("limnet_objects", [])
+            if isinstance(o, dict) and "id" in o
+        }
+        self.sync_brush_edits(st)
+        new_ids = []
+        for v in np.unique(src):
+            if v == 0:
+                continue
+            obj = st.session.new_object()
+            st.session.set_mask(obj, src == v)
+            st.objects[obj] = ObjectInfo(
+                obj, names.get(int(v)) or f"{name} {int(v)}", self._color_of(st, obj)
+            )
+            self._write_object(st, obj)
+            new_ids.append(obj)
+        if not new_ids:
+            self._message(f"'{name}' has no labels.", "warning")
+            return []
+        st.current = new_ids[-1]
+        st.labels.selected_label = st.current
+        self._show_prompts(st, [])
+        self._after_change(st)
+        self.status.setText(f"Took in {len(new_ids)} object(s) from '{name}'.")
+        return new_ids
+
+    # ---------------------------------------------------------------- autosave
+    def _autosave_meta(self, st: ImageState) -> dict:
+        src = autosave_mod.image_path(st.image)
+        return {
+            "version": 1,
+            "image": st.image.name,
+            "source": str(src) if src else None,
+            "shape": list(st.session.shape),
+            "objects": [
+                {
+                    **o.as_metadata(),
+                    "prompts": [list(p) for p in map(from_session_prompt, st.session.prompts(k))],
+                }
+                for k, o in st.objects.items()
+                if k in st.session.objects
+            ],
+        }
+
+    def autosave(self, st: ImageState | None = None) -> None:
+        """Write labels, prompts and names (in a background thread)."""
+        st = st or self.state
+        if st is None:
+            return
+        shape = st.session.shape
+        paths = [
+            autosave_mod.save_path(st.image, shape),
+            autosave_mod.fallback_path(st.image, shape),
+        ]
+        self.autosaver.save(paths, np.array(st.labels.data, copy=True), self._autosave_meta(st))
+
+    def restore_autosave(self, path: str | Path | None = None) -> bool:
+        """Load autosaved labels, names and prompts for the current image; True on success."""
+        st = self.state
+        if st is None:
+            return False
+        path = Path(path) if path else st.autosave_found
+        if path is None:
+            path = autosave_mod.find_autosave(st.image, st.session.shape)
+        if path is None:
+            self._message("No autosaved work for this image.", "warning")
+            return False
+        if self._worker is not None:
+            self._run_when_idle(lambda: self.restore_autosave(path))
+            return False
+        try:
+            labels, meta = autosave_mod.load(path)
+        except Exception as e:  # noqa: BLE001 - a damaged file is reported, not raised
+            self._message(f"Could not read the autosave {path}: {e}", "error")
+            return False
+        if tuple(labels.shape) != tuple(st.labels.data.shape):
+            self._message("The autosave does not match this image's shape.", "error")
+            return False
+        s = st.session
+        for k in list(st.objects):
+            s.remove_object(k)
+        st.objects.clear()
+        st.labels.data[...] = 0
+        for entry in meta.get("objects", []):
+            saved = int(entry["id"])
+            mask = labels == saved
+            obj = s.new_object()
+            s.set_mask(obj, mask)
+            st.objects[obj] = ObjectInfo(obj, str(entry.get("name") or f"Object {obj}"))
+            for p in entry.get("prompts", []):
+                try:
+                    if p[0] == "click":
+                        s.add_click(obj, p[1:4], positive=bool(p[4]))
+                    elif p[0] == "box":
+                        s.add_box(obj, p[1], p[2:6])
+                except (ValueError, IndexError):
+                    continue
+            st.data3[(mask[None] if st.two_d else mask) & (st.data3 == 0)] = obj
+        st.labels.refresh()
+        st.current = next(reversed(st.objects), None) if st.objects else None
+        if st.current is not None:
+            st.labels.selected_label = st.current
+            self._show_prompts(st, [from_session_prompt(p) for p in s.prompts(st.current)])
+        st.autosave_found = None
+        self.restore_btn.setVisible(False)
+        self._update_volumes(st)
+        self._update_objects_panel()
+        self.status.setText(f"Restored {len(st.objects)} object(s) from {path.name}.")
+        return True
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.cancel_round()
+        self.wait_idle(10)
+        self.autosaver.wait(10)
+        super().closeEvent(event)
