@@ -46,6 +46,18 @@ import numpy as np
 __all__ = ["ObjectPrompts", "add_parser", "load_prompts", "segment"]
 
 
+_PALETTE = (  # label colours (0-1 RGB) for the label description file
+    (0.90, 0.30, 0.24),
+    (0.18, 0.55, 0.85),
+    (0.30, 0.75, 0.35),
+    (0.95, 0.75, 0.20),
+    (0.60, 0.35, 0.75),
+    (0.10, 0.75, 0.75),
+    (0.95, 0.50, 0.15),
+    (0.85, 0.40, 0.65),
+)
+
+
 class ObjectPrompts(dict):
     """One object of the prompts file: ``name``, ``label`` and ``rounds`` (validated)."""
 
@@ -129,19 +141,28 @@ def segment(
     """Run the prompts' rounds on ``volume``; return the label map (dtype fits the labels)."""
     from ..engine.session import Session
 
-    s = Session(volume, spacing=spacing, model=model, **session_kwargs)
-    ids: dict[int, int] = {}
+    # validate every prompt against the volume first (fast; no model needed)
+    check = Session(volume, spacing=spacing, model=object())
     for i, o in enumerate(objects):
-        obj = s.new_object()
-        ids[obj] = o["label"]
+        obj = check.new_object()
         for r, rnd in enumerate(o["rounds"]):
             try:
                 for zyx, pos in rnd["clicks"]:
-                    s.add_click(obj, zyx, positive=pos)
+                    check.add_click(obj, zyx, positive=pos)
                 for z, box in rnd["boxes"]:
-                    s.add_box(obj, z, box)
+                    check.add_box(obj, z, box)
             except ValueError as exc:
                 raise ValueError(f"objects[{i}] ({o['name']}) round {r + 1}: {exc}") from exc
+    s = Session(check.volume, model=model, **session_kwargs)
+    ids: dict[int, int] = {}
+    for o in objects:
+        obj = s.new_object()
+        ids[obj] = o["label"]
+        for rnd in o["rounds"]:
+            for zyx, pos in rnd["clicks"]:
+                s.add_click(obj, zyx, positive=pos)
+            for z, box in rnd["boxes"]:
+                s.add_box(obj, z, box)
             s.run(obj)
     lab = s.labels()
     top = max(ids.values())
@@ -152,45 +173,20 @@ def segment(
     return lut[lab]
 
 
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], Any]:
-    try:
-        from .. import io as limnet_io
-    except ImportError:  # the io package is not importable: plain NIfTI through nibabel
-        limnet_io = None
-    if limnet_io is not None:
-        loaded = limnet_io.load_volume(path)
-        return loaded.data, tuple(loaded.spacing), loaded
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D NIfTI volume, got shape {data.shape}")
-    zooms = img.header.get_zooms()[:3]
-    return data.transpose(2, 1, 0), (float(zooms[2]), float(zooms[1]), float(zooms[0])), img
-
-
-def _write(out: Path, labels: np.ndarray, source: Any, names: dict[int, str]) -> None:
+def _write(out: Path, labels: np.ndarray, loaded: Any, names: dict[int, str]) -> list[Path]:
     """Write ``labels`` (Z, Y, X) on the grid of the image they were segmented in."""
-    import nibabel as nib
+    from ..io import write_label_file
 
-    if not str(out).endswith((".nii", ".nii.gz")):
-        raise ValueError(f"{out}: the output must be a NIfTI file (.nii or .nii.gz)")
-    meta = getattr(source, "metadata", {}).get("limnet_source") if source is not None else None
-    if isinstance(source, nib.Nifti1Image):  # nibabel fallback reader: (Z, Y, X) = (k, j, i)
-        arr, affine, header = labels.transpose(2, 1, 0), source.affine, source.header.copy()
-    elif meta is not None and meta.get("format") == "nifti":
-        # data == source.reshape(shape3).transpose(axes): invert it onto the source grid
-        arr = labels.transpose(np.argsort(meta["axes"])).reshape(meta["source_shape"])
-        affine, header = meta["nifti_affine"], meta["nifti_header"].copy()
-    else:
-        from ..io import write_label_file  # DICOM / TIFF sources: the io package's writer
-
-        write_label_file(out, labels, source, names)
-        return
-    header.set_data_dtype(labels.dtype)
-    header.set_slope_inter(1, 0)
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(arr), affine, header), str(out))
+    return write_label_file(
+        out,
+        labels,
+        source=loaded.source,
+        world_affine=loaded.affine,
+        objects=[
+            {"id": k, "name": v, "color": list(_PALETTE[(k - 1) % len(_PALETTE)])}
+            for k, v in names.items()
+        ],
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -198,7 +194,9 @@ def _main(args: argparse.Namespace) -> int:
     if not image.exists():
         raise FileNotFoundError(f"{image}: no such file or folder")
     objects = load_prompts(prompts)
-    data, spacing, source = _read(image)
+    from ..io import load_volume
+
+    loaded = load_volume(image)
     model = None
     if args.device or args.weights:
         from ..engine.model import load_model
@@ -206,8 +204,8 @@ def _main(args: argparse.Namespace) -> int:
         model = load_model(args.weights, device=args.device)
     t0 = time.perf_counter()
     labels = segment(
-        data,
-        spacing,
+        loaded.data,
+        tuple(loaded.spacing),
         objects,
         model=model,
         threads=args.threads,
@@ -215,11 +213,11 @@ def _main(args: argparse.Namespace) -> int:
         propagation=not args.no_propagation,
     )
     secs = time.perf_counter() - t0
-    _write(out, labels, source, {o["label"]: o["name"] for o in objects})
+    written = _write(out, labels, loaded, {o["label"]: o["name"] for o in objects})
     for o in objects:
         n = int((labels == o["label"]).sum())
         print(f"{o['name']} (label {o['label']}): {n} voxels", file=sys.stderr)
-    print(f"wrote {out} in {secs:.1f} s", file=sys.stderr)
+    print(f"segmented in {secs:.1f} s; wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
