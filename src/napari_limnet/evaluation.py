@@ -1,0 +1,371 @@
+"""The simulated-annotator evaluation of DESIGN.md, run through the public API.
+
+For each object (all its parts) and each variant (``full``, ``no_fusion``, ``2d_only``):
+round 1 places :func:`~napari_limnet.training.annotator.first_click`, later rounds
+:func:`~napari_limnet.training.annotator.next_click` on the session's current 3D mask; every
+click is followed by ``Session.run`` and the Dice of the whole 3D mask. A perfect result stops
+the clicks and keeps its score for the remaining rounds.
+
+Reported per object: Dice after rounds 1..R, NoC@85 / NoC@90 (the first round reaching that
+Dice; None = failure, not reached within R), seconds per round. Summaries: per variant and per
+group (all, each kind, each data set), the mean over objects, with NoC failures counted as R + 1
+and their number given separately.
+
+Engine side: numpy, torch (through the session) and matplotlib's Agg backend only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .training.annotator import Click, first_click, next_click
+from .training.real_data import CaseSource, EvalObject, object_is_usable
+
+__all__ = [
+    "VARIANTS",
+    "ObjectResult",
+    "dice",
+    "evaluate_object",
+    "markdown_summary",
+    "run_evaluation",
+    "summarise",
+    "write_outputs",
+]
+
+# name -> Session keyword arguments
+VARIANTS: dict[str, dict[str, bool]] = {
+    "full": {"fusion": True, "propagation": True},
+    "no_fusion": {"fusion": False, "propagation": True},
+    "2d_only": {"fusion": True, "propagation": False},
+}
+THRESHOLDS = (0.85, 0.90)
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two bool masks; 1.0 when both are empty."""
+    p = np.asarray(pred, bool)
+    g = np.asarray(gt, bool)
+    denom = int(np.count_nonzero(p)) + int(np.count_nonzero(g))
+    if denom == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(p & g)) / denom
+
+
+def noc(dices: Sequence[float], threshold: float) -> int | None:
+    """Clicks (= rounds) needed to reach ``threshold``; None when never reached."""
+    for i, d in enumerate(dices):
+        if d >= threshold:
+            return i + 1
+    return None
+
+
+@dataclass
+class ObjectResult:
+    """One object under one variant."""
+
+    variant: str
+    dataset: str
+    kind: str
+    case_id: str
+    name: str
+    n_voxels: int
+    n_slices: int
+    dice: list[float]  # after rounds 1..R (a perfect result keeps its score)
+    seconds: list[float]  # per round actually run
+    clicks: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    perfect_at: int | None = None  # round at which the result became perfect
+
+    def noc(self, threshold: float) -> int | None:
+        return noc(self.dice, threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["clicks"] = [list(c) for c in self.clicks]
+        for t in THRESHOLDS:
+            d[f"noc{round(t * 100)}"] = self.noc(t)
+        return d
+
+
+def evaluate_object(
+    volume: np.ndarray,
+    spacing: Sequence[float],
+    gt: np.ndarray,
+    model: Any,
+    *,
+    rounds: int = 15,
+    fusion: bool = True,
+    propagation: bool = True,
+) -> tuple[list[float], list[float], list[Click], int | None]:
+    """Run the protocol on one object; returns (dice per round, seconds per round, clicks,
+    round at which the result became perfect or None)."""
+    from .engine.session import Session
+
+    gt = np.asarray(gt, bool)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    session = Session(volume, spacing=spacing, model=model, fusion=fusion, propagation=propagation)
+    obj = session.new_object()
+    pred = np.zeros(gt.shape, bool)
+    dices: list[float] = []
+    seconds: list[float] = []
+    clicks: list[Click] = []
+    perfect_at: int | None = None
+    for r in range(1, rounds + 1):
+        click = first_click(gt, spacing) if r == 1 else next_click(gt, pred, spacing)
+        if click is None:  # perfect: stop clicking, keep the score
+            perfect_at = r - 1
+            dices.extend([dices[-1]] * (rounds - len(dices)))
+            break
+        clicks.append(click)
+        session.add_click(obj, click.position, positive=click.positive)
+        t0 = time.perf_counter()
+        pred = np.asarray(session.run(obj), bool)
+        seconds.append(time.perf_counter() - t0)
+        dices.append(dice(pred, gt))
+    return dices, seconds, clicks, perfect_at
+
+
+def _load_groups(objects: Sequence[EvalObject]) -> dict[str, list[EvalObject]]:
+    groups: dict[str, list[EvalObject]] = {}
+    for o in objects:
+        groups.setdefault(o.case_id, []).append(o)
+    return groups
+
+
+def run_evaluation(
+    source: CaseSource,
+    objects: Sequence[EvalObject],
+    model: Any,
+    *,
+    rounds: int = 15,
+    variants: Iterable[str] = ("full", "no_fusion", "2d_only"),
+    out_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    min_slices: int = 3,
+    min_voxels: int = 50,
+) -> list[ObjectResult]:
+    """Evaluate every object under every variant; writes outputs to ``out_dir`` when given.
+
+    Objects too small to evaluate (fewer than ``min_slices`` slices or ``min_voxels`` voxels)
+    are skipped with a log line. Cases are loaded once each.
+    """
+    variants = list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if not variants:
+        raise ValueError("no variants to evaluate")
+    say = log or (lambda _msg: None)
+    results: list[ObjectResult] = []
+    t_start = time.perf_counter()
+    for case_id, objs in _load_groups(objects).items():
+        case = source.load_case(case_id)
+        for o in objs:
+            gt = case.object_mask(o.label_file, o.values)
+            if not object_is_usable(gt, min_slices, min_voxels):
+                say(f"skip {case_id}/{o.name}: too small ({int(gt.sum())} voxels)")
+                continue
+            n_slices = int(np.count_nonzero(gt.any(axis=(1, 2))))
+            for v in variants:
+                d, secs, clicks, perfect_at = evaluate_object(
+                    case.image, case.spacing, gt, model, rounds=rounds, **VARIANTS[v]
+                )
+                res = ObjectResult(
+                    variant=v,
+                    dataset=o.dataset,
+                    kind=o.kind,
+                    case_id=case_id,
+                    name=o.name,
+                    n_voxels=int(gt.sum()),
+                    n_slices=n_slices,
+                    dice=[float(x) for x in d],
+                    seconds=[float(s) for s in secs],
+                    clicks=[(c.z, c.y, c.x, c.positive) for c in clicks],
+                    perfect_at=perfect_at,
+                )
+                results.append(res)
+                k6 = d[min(6, rounds) - 1]
+                say(
+                    f"{v:9s} {case_id}/{o.name}: Dice@1 {d[0]:.3f} @{min(6, rounds)} {k6:.3f} "
+                    f"@{rounds} {d[-1]:.3f}  {np.mean(secs):.2f} s/round"
+                )
+        if out_dir is not None:  # partial results survive an interrupted run
+            write_outputs(results, out_dir, rounds=rounds, plot=False)
+        del case
+    say(f"evaluated {len(results)} object-variants in {time.perf_counter() - t_start:.0f} s")
+    if out_dir is not None:
+        write_outputs(results, out_dir, rounds=rounds, plot=True)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries and outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(np.mean(xs)) if len(xs) else float("nan")
+
+
+def summarise(results: Sequence[ObjectResult], rounds: int) -> list[dict[str, Any]]:
+    """Per variant and per group ("all", "kind: organ", "dataset: X"), means over objects."""
+    rows: list[dict[str, Any]] = []
+    variants = list(dict.fromkeys(r.variant for r in results))
+    for v in variants:
+        rv = [r for r in results if r.variant == v]
+        groups: list[tuple[str, list[ObjectResult]]] = [("all", rv)]
+        for k in sorted({r.kind for r in rv}):
+            groups.append((f"kind: {k}", [r for r in rv if r.kind == k]))
+        for ds in sorted({r.dataset for r in rv}):
+            groups.append((f"dataset: {ds}", [r for r in rv if r.dataset == ds]))
+        for name, rs in groups:
+            curve = np.mean(np.array([r.dice for r in rs], float), axis=0)
+            row: dict[str, Any] = {
+                "variant": v,
+                "group": name,
+                "n": len(rs),
+                "dice_per_round": [float(x) for x in curve],
+                "max_drop": float(max([0.0, *(curve[:-1] - curve[1:]).tolist()])),
+                "sec_per_round_mean": _mean([s for r in rs for s in r.seconds]),
+                "sec_per_round_median": (
+                    float(np.median([s for r in rs for s in r.seconds]))
+                    if any(r.seconds for r in rs)
+                    else float("nan")
+                ),
+            }
+            for k in (1, 6, 10, 15):
+                row[f"dice@{k}"] = float(curve[k - 1]) if k <= rounds else float("nan")
+            for t in THRESHOLDS:
+                tag = round(t * 100)
+                nocs = [r.noc(t) for r in rs]
+                row[f"noc{tag}"] = _mean([n if n is not None else rounds + 1 for n in nocs])
+                row[f"noc{tag}_failures"] = sum(n is None for n in nocs)
+            rows.append(row)
+    return rows
+
+
+def _fmt(x: float, nd: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def markdown_summary(summary: Sequence[dict[str, Any]], rounds: int) -> str:
+    """The summary as a markdown table (one row per group and variant)."""
+    head = (
+        "| group | variant | n | Dice@1 | Dice@6 | Dice@10 | NoC@85 (fail) | NoC@90 (fail) "
+        "| max drop | s/round |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    order = {name: i for i, name in enumerate(dict.fromkeys(r["group"] for r in summary))}
+    for r in sorted(summary, key=lambda r: order[r["group"]]):
+        lines.append(
+            f"| {r['group']} | {r['variant']} | {r['n']} | {_fmt(r['dice@1'])} "
+            f"| {_fmt(r['dice@6'])} | {_fmt(r['dice@10'])} "
+            f"| {_fmt(r['noc85'], 2)} ({r['noc85_failures']}) "
+            f"| {_fmt(r['noc90'], 2)} ({r['noc90_failures']}) "
+            f"| {_fmt(r['max_drop'])} | {_fmt(r['sec_per_round_median'], 2)} |"
+        )
+    note = (
+        f"\nMean over objects; {rounds} rounds, one simulated click per round. NoC: clicks to "
+        f"reach the Dice, failures (not reached in {rounds}) counted as {rounds + 1} and given "
+        "in brackets. max drop: largest fall of the mean Dice curve from one round to the "
+        "next. s/round: median seconds per round.\n"
+    )
+    return head + "\n".join(lines) + "\n" + note
+
+
+def _plot(results: Sequence[ObjectResult], rounds: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = ["all", *sorted({r.kind for r in results})]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    x = np.arange(1, rounds + 1)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for v in dict.fromkeys(r.variant for r in results):
+            rs = [r for r in results if r.variant == v and panel in ("all", r.kind)]
+            if not rs:
+                continue
+            curve = np.mean(np.array([r.dice for r in rs], float), axis=0)
+            ax.plot(x, curve, marker="o", ms=3, label=f"{v} (n={len(rs)})")
+        ax.set_title(panel if panel == "all" else f"{panel}s")
+        ax.set_xlabel("round (clicks)")
+        ax.set_ylabel("mean Dice")
+        ax.set_xticks(x if rounds <= 15 else x[:: max(1, rounds // 15)])
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(
+    results: Sequence[ObjectResult], out_dir: str | Path, *, rounds: int, plot: bool = True
+) -> dict[str, Path]:
+    """per_object.csv, results.json, summary.md and (``plot``) dice_vs_round.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "csv": out / "per_object.csv",
+        "json": out / "results.json",
+        "markdown": out / "summary.md",
+    }
+    with paths["csv"].open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "variant",
+                "dataset",
+                "kind",
+                "case",
+                "object",
+                "n_voxels",
+                "n_slices",
+                *[f"dice_r{i}" for i in range(1, rounds + 1)],
+                "noc85",
+                "noc90",
+                "sec_per_round",
+                "perfect_at",
+            ]
+        )
+        for r in results:
+            w.writerow(
+                [
+                    r.variant,
+                    r.dataset,
+                    r.kind,
+                    r.case_id,
+                    r.name,
+                    r.n_voxels,
+                    r.n_slices,
+                    *[f"{d:.4f}" for d in r.dice],
+                    r.noc(0.85) if r.noc(0.85) is not None else "",
+                    r.noc(0.90) if r.noc(0.90) is not None else "",
+                    f"{_mean(r.seconds):.3f}",
+                    r.perfect_at if r.perfect_at is not None else "",
+                ]
+            )
+    summary = summarise(results, rounds) if results else []
+    paths["json"].write_text(
+        json.dumps(
+            {"rounds": rounds, "summary": summary, "objects": [r.to_json() for r in results]},
+            indent=1,
+        )
+    )
+    paths["markdown"].write_text(markdown_summary(summary, rounds) if summary else "")
+    if plot and results:
+        paths["plot"] = out / "dice_vs_round.png"
+        _plot(results, rounds, paths["plot"])
+    return paths
