@@ -14,6 +14,8 @@ from .volume import LoadedVolume, nifti_affine_from_world, spacing_of
 
 # Largest number of files a folder scan opens; a series folder beyond this is unusual.
 _MAX_FILES = 20000
+# Files a quick check opens before deciding a folder holds no DICOM.
+_SNIFF_FILES = 200
 
 
 def is_dicom_file(path: str | Path) -> bool:
@@ -27,16 +29,25 @@ def is_dicom_file(path: str | Path) -> bool:
 
 
 def find_dicom_files(folder: str | Path, limit: int | None = None) -> list[Path]:
-    """DICOM files under ``folder`` (its subfolders included), sorted by path."""
+    """DICOM files under ``folder`` (its subfolders included), sorted by path.
+
+    With ``limit`` (a quick "is this a DICOM folder?" check) the walk is unsorted and stops
+    after ``limit`` hits or a few hundred files, so opening a large folder stays fast.
+    """
     found: list[Path] = []
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file() and p.name != "DICOMDIR" and is_dicom_file(p):
+    walk = Path(folder).rglob("*") if limit is not None else sorted(Path(folder).rglob("*"))
+    seen = 0
+    for p in walk:
+        if not p.is_file() or p.name == "DICOMDIR":
+            continue
+        seen += 1
+        if is_dicom_file(p):
             found.append(p)
             if limit is not None and len(found) >= limit:
                 break
-        if len(found) >= _MAX_FILES:
+        if len(found) >= _MAX_FILES or (limit is not None and seen >= _SNIFF_FILES):
             break
-    return found
+    return sorted(found)
 
 
 def _series_files(path: Path) -> list[Path]:
