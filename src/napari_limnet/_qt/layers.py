@@ -135,6 +135,7 @@ def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
     ndim = 2 if two_d else 3
     data = np.array([p[cols] for p in clicks], dtype=float).reshape(-1, ndim)
     positive = np.array([p[4] for p in clicks], dtype=bool)
+    points.selected_data = set()
     points.data = data
     points.features = {"positive": positive}
     color_points(points)
@@ -157,6 +158,7 @@ def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:
         _, z, y0, x0, y1, x1 = p
         yx = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
         rects.append(yx if two_d else np.column_stack([np.full(4, z, float), yx]))
+    shapes.selected_data = set()
     shapes.data = []
     if rects:
         shapes.add_rectangles(rects)

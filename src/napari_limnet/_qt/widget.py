@@ -522,7 +522,6 @@ class LimNetWidget(QWidget):
             )
         finally:
             self._creating = False
-        points.current_face_color = "lime"
         st = ImageState(image, session, points, shapes, labels)
         points.events.data.connect(self._on_prompts_changed)
         shapes.events.data.connect(self._on_prompts_changed)
@@ -548,13 +547,14 @@ class LimNetWidget(QWidget):
             self.negative_btn.setChecked(self.negative)
         for st in self.states.values():
             st.points.feature_defaults = {"positive": not self.negative}
-            st.points.current_face_color = "red" if self.negative else "lime"
 
     def _show_prompts(self, st: ImageState, prompts: list[tuple]) -> None:
         self._syncing = True
         try:
             set_points(st.points, prompts, st.two_d)
             set_shapes(st.shapes, prompts, st.two_d)
+            # replacing the features resets the defaults: keep the click sign the user chose
+            st.points.feature_defaults = {"positive": not self.negative}
         finally:
             self._syncing = False
         st.shown = list(prompts)
@@ -580,7 +580,7 @@ class LimNetWidget(QWidget):
             finally:
                 self._syncing = False
         new, problems = self.layer_prompts(st)
-        if new == st.shown:
+        if new == st.shown and not problems:
             return
         if not st.two_d and not view_ok(self.viewer):
             self._show_prompts(st, st.shown)

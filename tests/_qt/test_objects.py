@@ -1,0 +1,94 @@
+"""Objects: two objects, resuming, delete/rename, brush edits, taking in a labels layer."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import wait_round
+
+
+def test_two_objects_do_not_overwrite(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    one = st.labels.data == 1
+    assert w.new_object() == 2
+    assert len(st.points.data) == 0 and st.labels.selected_label == 2
+    # a box around both ellipsoids: object 2 must not take object 1's voxels
+    st.shapes.add_rectangles([np.array([[10, 15, 5], [10, 15, 60], [10, 50, 60], [10, 50, 5]])])
+    wait_round(qtbot, w)
+    np.testing.assert_array_equal(st.labels.data == 1, one)
+    assert (st.labels.data == 2).any()
+    assert [o["id"] for o in st.labels.metadata["limnet_objects"]] == [1, 2]
+    assert w.objects_panel.table.rowCount() == 2
+
+
+def test_resume_earlier_object(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.new_object()
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    w.objects_panel.table.selectRow(0)  # the user picks object 1 in the list
+    assert st.current == 1
+    assert [tuple(p) for p in st.points.data] == [(10, 32, 20)]
+    w.set_negative(True)
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    assert not (st.labels.data[10] == 1).any()
+    assert (st.labels.data == 2).any()
+
+
+def test_rename_delete_reset(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.objects_panel.table.item(0, 1).setText("liver")
+    assert st.objects[1].name == "liver"
+    assert st.labels.metadata["limnet_objects"][0]["name"] == "liver"
+    w.new_object()
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    w.delete_object(2)
+    assert not (st.labels.data == 2).any() and 2 not in st.session.objects
+    assert st.current == 1
+    w.reset_object(1)
+    assert not st.labels.data.any() and st.session.prompts(1) == []
+
+
+def test_brush_edit_kept(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    # the user paints a blob of object 1 on slice 3 with the brush (undoable write)
+    idx = (np.full(9, 3), *np.meshgrid(np.arange(5, 8), np.arange(5, 8), indexing="ij"))
+    idx = (idx[0], idx[1].ravel(), idx[2].ravel())
+    st.labels.data_setitem(idx, 1)
+    st.points.add([12, 32, 20])  # the next round of the object
+    wait_round(qtbot, w)
+    assert st.session.mask(1)[3, 5:8, 5:8].all()
+    assert (st.labels.data[3, 5:8, 5:8] == 1).all()
+
+
+def test_take_in_existing_labels(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    earlier = np.zeros(volume.shape, np.uint8)
+    earlier[8:12, 25:40, 12:28] = 3
+    earlier[9:11, 28:36, 42:50] = 7
+    viewer.add_labels(earlier, name="earlier", scale=(2.5, 0.8, 0.8))
+    assert w.state is st
+    ids = w.import_labels("earlier")
+    assert ids == [1, 2]
+    np.testing.assert_array_equal(st.labels.data == 1, earlier == 3)
+    np.testing.assert_array_equal(st.labels.data == 2, earlier == 7)
+    assert st.objects[2].name == "earlier 7"
+    # refine the taken-in object 2: it starts from its mask
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    assert (st.labels.data == 2).sum() > (earlier == 7).sum()
+    np.testing.assert_array_equal(st.labels.data == 1, earlier == 3)

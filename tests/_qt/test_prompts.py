@@ -1,0 +1,83 @@
+"""Prompts: negative clicks, boxes, moved and deleted points, refused views."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import reference, wait_round
+
+SP = (2.5, 0.8, 0.8)
+
+
+def test_negative_click_removes_part(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    # one positive on each ellipsoid (one object with two parts), then a negative on the second
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    both = st.labels.data.copy()
+    w.set_negative(True)
+    assert not st.points.feature_defaults["positive"].iloc[0]
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    assert list(st.points.features["positive"]) == [True, True, False]
+    assert (st.labels.data[10] == 1).sum() < (both[10] == 1).sum()
+    assert st.labels.data[10, 32, 46] == 0 and st.labels.data[10, 32, 20] == 1
+    w.set_negative(False)
+    assert st.points.feature_defaults["positive"].iloc[0]
+
+
+def test_box_prompt(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    st.shapes.add_rectangles([np.array([[10, 25, 40], [10, 25, 52], [10, 40, 52], [10, 40, 40]])])
+    wait_round(qtbot, w)
+    assert w.state.shown == [("box", 10, 25, 40, 40, 52)]
+    ref = reference(volume, SP, [[("box", 10, 25, 40, 40, 52)]])
+    np.testing.assert_array_equal(st.labels.data, ref)
+    assert st.labels.data[10, 32, 46] == 1
+
+
+def test_moved_and_deleted_points(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    assert st.labels.data[10, 32, 20] == 1
+    # move the click onto the other ellipsoid (data assignment, as a drag ends)
+    st.points.data = np.array([[10.0, 32.0, 46.0]])
+    wait_round(qtbot, w)
+    prompts = [p for p in st.session.prompts(1)]
+    assert len(prompts) == 1 and tuple(prompts[0].coords) == (32.0, 46.0)
+    assert st.labels.data[10, 32, 46] == 1 and st.labels.data[10, 32, 20] == 0
+    # delete it: the slice is re-run with no prompts
+    st.points.selected_data = {0}
+    st.points.remove_selected()
+    wait_round(qtbot, w)
+    assert st.session.prompts(1) == []
+
+
+def test_prompt_in_wrong_view_is_refused(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    viewer.dims.order = (1, 0, 2)  # slicing along y: not the slice axis
+    st.points.add([10, 32, 20])
+    assert len(st.points.data) == 0
+    assert "2D view" in w.status.text()
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.ndisplay = 3
+    st.points.add([10, 32, 20])
+    assert len(st.points.data) == 0
+    viewer.dims.ndisplay = 2
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    assert st.labels.data[10, 32, 20] == 1
+
+
+def test_box_with_no_area_refused(dock, qtbot):
+    viewer, w = dock
+    st = w.state
+    st.shapes.add_lines([np.array([[10, 25, 40], [10, 25, 52]])])
+    assert len(st.shapes.data) == 0
+    assert "no area" in w.status.text()
