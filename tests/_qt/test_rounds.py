@@ -38,7 +38,6 @@ def test_undo_key_on_prompt_layer(dock, qtbot):
     st = w.state
     st.points.add([10, 32, 20])
     wait_round(qtbot, w)
-    st.points.keymap  # bound keys exist on the layer
     assert any("Z" in str(k).upper() for k in st.points.keymap)
 
 
