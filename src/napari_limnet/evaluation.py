@@ -289,7 +289,12 @@ def _plot(results: Sequence[ObjectResult], rounds: int, path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    panels = ["all", *sorted({r.kind for r in results})]
+    kinds = {r.kind for r in results}
+    panels = [
+        "all",
+        *[k for k in ("organ", "lesion") if k in kinds],
+        *sorted(kinds - {"organ", "lesion"}),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     x = np.arange(1, rounds + 1)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -305,7 +310,7 @@ def _plot(results: Sequence[ObjectResult], rounds: int, path: Path) -> None:
         ax.set_xticks(x if rounds <= 15 else x[:: max(1, rounds // 15)])
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
