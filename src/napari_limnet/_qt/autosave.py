@@ -30,6 +30,9 @@ def image_path(image: Any) -> Path | None:
     if src:
         return Path(src)
     md = getattr(image, "metadata", {}) or {}
+    src = md.get("limnet_source")
+    if isinstance(src, dict) and src.get("path"):
+        return Path(src["path"])
     for key in _PATH_KEYS:
         v = md.get(key)
         if isinstance(v, str | os.PathLike) and str(v):
@@ -64,17 +67,32 @@ def beside_path(image: Any) -> Path | None:
     return src.parent / f"{_stem(src)}{SUFFIX}"
 
 
+def _inside_package(folder: Path) -> bool:
+    """The plugin's own folders (sample data) are never written to."""
+    pkg = Path(__file__).resolve().parents[1]
+    try:
+        folder.resolve().relative_to(pkg)
+    except ValueError:
+        return False
+    return True
+
+
 def save_path(image: Any, shape: tuple[int, ...]) -> Path:
     """Next to the image when that folder is writable, else in the user's data folder."""
     p = beside_path(image)
-    if p is not None and p.parent.is_dir() and os.access(p.parent, os.W_OK):
+    if (
+        p is not None
+        and p.parent.is_dir()
+        and os.access(p.parent, os.W_OK)
+        and not _inside_package(p.parent)
+    ):
         return p
     return fallback_path(image, shape)
 
 
 def find_autosave(image: Any, shape: tuple[int, ...]) -> Path | None:
     """An existing autosave for this image (same shape), or None."""
-    for p in (beside_path(image), fallback_path(image, shape)):
+    for p in (save_path(image, shape), beside_path(image), fallback_path(image, shape)):
         if p is not None and p.is_file():
             try:
                 _, meta = load(p)
