@@ -30,10 +30,15 @@ class FakeEngine:
     is spent per slice, as a real network would, to test progress, cancel and responsiveness.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: float = 50.0, upper: float = np.inf) -> None:
+        self.threshold = threshold
+        self.upper = upper
         self.delay = 0.0
         self.busy = 0.0  # seconds of pure-Python work per slice (holds the GIL, like glue code)
         self.rounds = 0
+
+    def _fg(self, img: np.ndarray) -> np.ndarray:
+        return (img > self.threshold) & (img < self.upper)
 
     def _work(self) -> None:
         if self.delay:
@@ -53,7 +58,7 @@ class FakeEngine:
         hi = nz - 1 if options.z_max is None else options.z_max
 
         def seg2d(z, sp):
-            img = volume.slice(z) > 50
+            img = self._fg(volume.slice(z))
             seed = np.zeros(img.shape, bool)
             for y, x, pos in sp.clicks:
                 if pos:
@@ -95,7 +100,7 @@ class FakeEngine:
                     if z in decided:
                         break
                     self._work()
-                    img = volume.slice(z) > 50
+                    img = self._fg(volume.slice(z))
                     lab, _ = ndimage.label(img)
                     hit = np.unique(lab[prev & img])
                     m = np.isin(lab, hit[hit > 0])

@@ -17,8 +17,7 @@ import numpy as np
 
 Prompt = tuple
 
-POS_COLOR = np.array([0.1, 0.9, 0.2, 1.0])
-NEG_COLOR = np.array([0.95, 0.15, 0.15, 1.0])
+CLICK_COLORS = {True: "lime", False: "red"}  # face colour by the ``positive`` feature
 
 
 def check_image(layer: Any) -> str | None:
@@ -142,11 +141,9 @@ def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
 
 
 def color_points(points: Any) -> None:
-    n = len(points.data)
-    if n == 0:
-        return
-    pos = np.asarray(points.features["positive"], dtype=bool)
-    points.face_color = np.where(pos[:, None], POS_COLOR, NEG_COLOR)
+    """Recolour clicks from their ``positive`` feature (green positive, red negative)."""
+    if len(points.data):
+        points.refresh_colors(update_color_mapping=False)
 
 
 def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:

@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 
 from . import autosave as autosave_mod
 from .layers import (
+    CLICK_COLORS,
     check_image,
     color_points,
     diff_prompts,
@@ -515,6 +516,8 @@ class LimNetWidget(QWidget):
                 name=f"{image.name} clicks",
                 features={"positive": np.zeros(0, bool)},
                 feature_defaults={"positive": True},
+                face_color="positive",
+                face_color_cycle=CLICK_COLORS,
                 size=size,
                 border_width=0,
                 out_of_slice_display=False,
@@ -708,8 +711,9 @@ class LimNetWidget(QWidget):
         self.progress.setValue(0)
         self.cancel_btn.setEnabled(True)
         self.status.setText(f"Segmenting object {obj}...")
-        self._worker = start_round(events, self._on_batch, self._on_finished, self._on_error)
-        self._worker.returned.connect(self._on_returned)
+        self._worker = start_round(
+            events, self._on_batch, self._on_finished, self._on_error, self._on_returned
+        )
 
     def _on_batch(self, batch: list) -> None:
         st = self.state

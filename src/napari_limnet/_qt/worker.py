@@ -40,6 +40,7 @@ def start_round(
     on_batch: Callable[[list], None],
     on_finished: Callable[[], None],
     on_error: Callable[[Exception], None],
+    on_returned: Callable[[Any], None],
 ) -> Any:
     """Start a generator thread worker over ``events``; returns the worker (``quit()`` cancels)."""
     from napari.qt.threading import create_worker
@@ -47,6 +48,7 @@ def start_round(
     worker = create_worker(batched_round, events, _start_thread=False, _ignore_errors=True)
     worker.yielded.connect(on_batch)
     worker.errored.connect(on_error)
+    worker.returned.connect(on_returned)  # a round that ran to its end (not cancelled)
     worker.finished.connect(on_finished)
     worker.start()
     return worker
