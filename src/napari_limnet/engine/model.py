@@ -1,20 +1,111 @@
-"""Loading the bundled LIM-Net weights.
+"""The bundled LIM-Net weights: loading (with a checksum) and saving.
 
-PLACEHOLDER: being replaced by the real networks and weights; the signature is final.
+A weights file is a ``torch.save`` of ``{"format", "state_dict", "meta"}`` loaded with
+``weights_only=True``; beside it, ``<name>.sha256`` holds its SHA-256 so a truncated or
+altered file is caught before torch reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
+from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from .networks import LimNet
+
+FORMAT = "napari-limnet-weights/1"
+DEFAULT_WEIGHTS = "limnet_default.pt"
 
 
 class LimNetModel:
-    """The three networks (interaction, memory, fusion scorer) on one device."""
+    """The three networks (interaction, memory, fusion scorer), in eval mode on one device."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, net: LimNet, device: torch.device, meta: dict[str, Any] | None = None):
+        self.net = net.to(device).eval()
         self.device = device
+        self.meta = meta or {}
+        # below this probability the scorer lets the new round's mask replace the old one
+        self.fusion_threshold = float(self.meta.get("fusion_threshold", 0.5))
+
+    def __repr__(self) -> str:
+        return f"LimNetModel(device={self.device}, weights={self.meta.get('name', '?')})"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, else CUDA, then Apple MPS, then the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_weights_path() -> Path:
+    return Path(str(resources.files("napari_limnet").joinpath("weights", DEFAULT_WEIGHTS)))
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(net: LimNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``net``'s weights to ``path`` and its checksum to ``<path>.sha256``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # float16 halves the shipped file; loading casts back to float32
+    state = {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+        for k, v in net.state_dict().items()
+    }
+    torch.save({"format": FORMAT, "state_dict": state, "meta": meta or {}}, path)
+    Path(str(path) + ".sha256").write_text(sha256(path) + "\n")
+    return path
 
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> LimNetModel:
-    """Load weights (bundled default when ``path`` is None) onto ``device`` (cuda > mps > cpu)."""
-    return LimNetModel(device or "cpu")
+    """Load weights (the bundled default when ``path`` is None) onto ``device``.
+
+    ``device`` None picks CUDA, then MPS, then the CPU. Raises ValueError for a file that
+    is not LIM-Net weights or fails its checksum.
+    """
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    check = Path(str(path) + ".sha256")
+    if check.is_file():
+        expected = check.read_text().split()[0] if check.read_text().strip() else ""
+        if sha256(path) != expected:
+            raise ValueError(
+                f"weights file {path} does not match its checksum ({check.name}): "
+                "it is corrupt or was changed; reinstall or retrain it"
+            )
+    elif path == default_weights_path():
+        raise ValueError(f"the bundled weights have no checksum file {check}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or truncated files
+        raise ValueError(f"{path} is not a readable LIM-Net weights file: {exc}") from exc
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a LIM-Net weights file (format {FORMAT!r} expected)")
+    net = LimNet()
+    try:
+        state = {
+            k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+            for k, v in saved["state_dict"].items()
+        }
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit this version's networks: {exc}") from exc
+    meta = dict(saved.get("meta", {}))
+    meta.setdefault("name", path.name)
+    return LimNetModel(net, pick_device(device), meta)

@@ -3,9 +3,14 @@
 This is the algorithm behind ``Session.run_iter``; the session owns all state (prompts,
 history, other objects) and passes in what a round needs as plain values and callables.
 
-PLACEHOLDER (being replaced by the network-based implementation): the current body
-segments each prompted slice by intensity region growing and propagates nothing. Its
-signature and yield contract are final.
+1. Every slice prompted this round gets a 2D mask from the interaction network
+   (``predict.segment_slice``: a wide first window, then zoom-in around the mask).
+2. From each of them the memory network carries the mask up and down
+   (``predict.Propagator``), slice by slice, until the object ends, a slice prompted in this
+   or an earlier round is reached, or (in a correction round) the new masks agree with the
+   old ones again.
+3. Fusion: on every propagated slice that already had a mask, the scorer decides whether the
+   previous round's mask was better; if so the slice keeps it.
 """
 
 from __future__ import annotations
@@ -68,33 +73,93 @@ def run_round(
     total: current estimate of how many slices this round will yield (for progress).
     The prompted slices come first. Closing the generator early must leave no side effects.
     """
-    from scipy import ndimage
+    from .predict import Propagator, segment_slice
 
-    total = len(prompts)
-    for z in sorted(prompts):
-        img = volume.slice(z)
-        sp = prompts[z]
-        seed = np.zeros(img.shape, bool)
-        for y, x, pos in sp.clicks:
-            if pos:
-                seed[int(round(y)), int(round(x))] = True
-        for y0, x0, y1, x1 in sp.boxes:
-            seed[(y0 + y1) // 2, (x0 + x1) // 2] = True
-        if not seed.any():
-            mask = np.zeros(img.shape, bool)
-        else:
-            vals = img[seed]
-            tol = 0.1 * (np.percentile(img, 99) - np.percentile(img, 1) + 1e-6)
-            region = (img >= vals.min() - tol) & (img <= vals.max() + tol)
-            lab, _ = ndimage.label(region)
-            mask = np.isin(lab, np.unique(lab[seed & region]))
-        for y, x, pos in sp.clicks:
-            if not pos:
-                lab, _ = ndimage.label(mask)
-                v = lab[int(round(y)), int(round(x))]
-                if v:
-                    mask[lab == v] = False
+    nz = volume.shape[0]
+    spacing_yx = (float(volume.spacing[1]), float(volume.spacing[2]))
+    z_lo = 0 if options.z_min is None else max(0, int(options.z_min))
+    z_hi = nz - 1 if options.z_max is None else min(nz - 1, int(options.z_max))
+    stops = set(prompts) | {int(z) for z in pinned}
+
+    def without_blocked(z: int, m: np.ndarray) -> np.ndarray:
         b = blocked(z)
-        if b is not None:
-            mask &= ~b
-        yield z, mask, total
+        return m & ~b if b is not None else m
+
+    starts = []
+    for z in sorted(prompts):
+        res = segment_slice(model, volume.slice(z), spacing_yx, prompts[z], current(z))
+        final = without_blocked(z, res.mask)
+        starts.append((z, final, res.norm))
+    dirs = []
+    if options.propagation and nz > 1:
+        if options.directions in ("both", "up"):
+            dirs.append(1)
+        if options.directions in ("both", "down"):
+            dirs.append(-1)
+    spans = {}
+    for z, _, _ in starts:
+        for d in dirs:
+            n = 0
+            y = z + d
+            while z_lo <= y <= z_hi and y not in stops:
+                n += 1
+                y += d
+            spans[(z, d)] = n
+    total = len(starts) + sum(spans.values())
+    for z, final, _ in starts:
+        yield z, final, total
+    if not dirs:
+        return
+    memory_slices = {z: (volume.slice(z), m) for z, m, _ in starts if m.any()}
+    for zp in pinned:
+        m = current(int(zp))
+        if m is not None and m.any():
+            memory_slices.setdefault(int(zp), (volume.slice(int(zp)), m))
+    done = len(starts)
+    for z0, m0, norm in starts:
+        for d in dirs:
+            span = spans[(z0, d)]
+            if span == 0 or not m0.any():
+                total -= span
+                continue
+            prop = Propagator(model, spacing_yx, norm)
+            # permanent memory: the source slice, and the nearest other prompted slices
+            prop.remember(*memory_slices[z0], pinned=True)
+            near = sorted((abs(z - z0), z) for z in memory_slices if z != z0)[:2]
+            for _, z in near:
+                prop.remember(*memory_slices[z], pinned=True)
+            prev = m0
+            agree = 0
+            visited = 0
+            for i in range(1, span + 1):
+                z = z0 + d * i
+                img = volume.slice(z)
+                cand = without_blocked(z, prop.step(img, prev))
+                old = current(z)
+                final = cand
+                if options.fusion and old is not None and old.any():
+                    if prop.prefer_previous(img, old, cand):
+                        final = old
+                visited += 1
+                done += 1
+                yield z, final, total
+                if not cand.any():
+                    break
+                if old is not None and _dice(cand, old) >= AGREE_DICE:
+                    agree += 1
+                    if agree >= AGREE_SLICES:  # the correction no longer changes anything
+                        break
+                else:
+                    agree = 0
+                prop.remember(img, final)
+                prev = final
+            total -= span - visited
+
+
+AGREE_DICE = 0.97  # a correction round stops where new and old masks agree this well ...
+AGREE_SLICES = 2  # ... on this many slices in a row
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(a & b)) / s

@@ -1,0 +1,209 @@
+"""Running the networks on full-resolution slices: the 2D prompt step, propagation, fusion.
+
+All functions take numpy slices at the volume's own resolution and return full-resolution
+bool masks; the windows, resampling and intensity normalisation of ``preprocess`` happen here.
+Call them under ``torch.inference_mode()`` (the session does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .networks import CROP
+from .preprocess import (
+    IntensityNorm,
+    Window,
+    box_map,
+    click_maps,
+    crop_slice,
+    norm_stats,
+    normalise,
+    stats_of,
+    to_crop_coords,
+    uncrop_logits,
+    window_around,
+)
+from .rounds import SlicePrompts
+
+WIDE_SIDE_MM = 160.0  # first-click window: wide enough for an organ, fine enough for a lesion
+MAX_PASSES = 3  # zoom-in passes of the 2D step
+RECENT = 2  # propagated slices kept in memory besides the permanent ones
+
+
+@dataclass
+class SliceResult:
+    mask: np.ndarray  # bool (Y, X)
+    window: Window
+    norm: IntensityNorm
+
+
+def _full_mask(logits: torch.Tensor, window: Window, spacing_yx, shape) -> np.ndarray:
+    prob, (sy, sx) = uncrop_logits(logits, window, spacing_yx, shape)
+    out = np.zeros(shape, bool)
+    out[sy, sx] = prob > 0.5
+    return out
+
+
+def _ref_region(pos_yx: np.ndarray, size: int = CROP, radius: float = 3.0) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32)
+    region = torch.zeros(size, size, dtype=torch.bool)
+    for y, x in pos_yx:
+        region |= ((r[:, None] - y) ** 2 + (r[None, :] - x) ** 2) <= radius**2
+    return region[None, None]
+
+
+def segment_slice(
+    model,
+    image: np.ndarray,
+    spacing_yx: tuple[float, float],
+    prompts: SlicePrompts,
+    prev: np.ndarray | None,
+) -> SliceResult:
+    """The interaction network on one slice: all its prompts + its previous mask -> mask.
+
+    The first window is wide when nothing is known about the object's size, then the window
+    zooms in around the predicted mask (up to ``MAX_PASSES`` passes, the prediction fed back
+    as the previous mask), so organs and small lesions are both seen at a useful scale.
+    """
+    dev = model.device
+    net = model.net.interaction
+    shape = image.shape
+    clicks = np.array([(y, x) for y, x, _ in prompts.clicks], dtype=np.float64).reshape(-1, 2)
+    signs = np.array([p for _, _, p in prompts.clicks], dtype=bool)
+    boxes = np.array(prompts.boxes, dtype=np.float64).reshape(-1, 4)
+    has_prev = prev is not None and bool(prev.any())
+    pts_y = [clicks[:, 0]] + [boxes[:, 0], boxes[:, 2]]
+    pts_x = [clicks[:, 1]] + [boxes[:, 1], boxes[:, 3]]
+    if has_prev:
+        py, px = np.nonzero(prev)
+        pts_y.append(py)
+        pts_x.append(px)
+    ys, xs = np.concatenate(pts_y), np.concatenate(pts_x)
+    if ys.size == 0:
+        raise ValueError("a prompted slice needs at least one click or box")
+    if len(boxes) or has_prev:
+        window = window_around(ys, xs, spacing_yx)
+    else:
+        extent = max(shape[0] * spacing_yx[0], shape[1] * spacing_yx[1])
+        window = window_around(ys, xs, spacing_yx, min_side_mm=min(WIDE_SIDE_MM, extent))
+    prev_full = prev.astype(np.float32) if has_prev else None
+    for n in range(MAX_PASSES):
+        raw = crop_slice(image, window, spacing_yx, dev)
+        cy, cx = to_crop_coords(clicks[:, 0], clicks[:, 1], window, spacing_yx)
+        pts = torch.tensor(np.stack([cy, cx], 1), dtype=torch.float32, device=dev)[None]
+        sg = torch.tensor(signs, device=dev)[None]
+        if signs.any():
+            ref = _ref_region(np.stack([cy, cx], 1)[signs]).to(dev)
+        elif prev_full is not None:
+            ref = crop_slice(prev_full, window, spacing_yx, dev, is_mask=True) > 0.5
+        else:  # a box alone: its centre region
+            by0, bx0 = to_crop_coords(boxes[:, 0], boxes[:, 1], window, spacing_yx)
+            by1, bx1 = to_crop_coords(boxes[:, 2], boxes[:, 3], window, spacing_yx)
+            c = np.stack([(by0 + by1) / 2, (bx0 + bx1) / 2], 1)
+            ref = _ref_region(c, radius=max(3.0, float(np.min(np.abs(by1 - by0))) / 4)).to(dev)
+        stats = norm_stats(raw, ref)
+        x_img = normalise(raw, stats)
+        pos = click_maps(pts, sg)
+        neg = click_maps(pts, ~sg)
+        if len(boxes):
+            by0, bx0 = to_crop_coords(boxes[:, 0], boxes[:, 1], window, spacing_yx)
+            by1, bx1 = to_crop_coords(boxes[:, 2], boxes[:, 3], window, spacing_yx)
+            bt = torch.tensor(np.stack([by0, bx0, by1, bx1], 1), dtype=torch.float32, device=dev)
+            bmap = box_map(bt[None], torch.ones(1, len(boxes), dtype=torch.bool, device=dev))
+        else:
+            bmap = torch.zeros(1, 1, CROP, CROP, device=dev)
+        if prev_full is not None:
+            pm = crop_slice(prev_full, window, spacing_yx, dev, is_mask=True)
+        else:
+            pm = torch.zeros(1, 1, CROP, CROP, device=dev)
+        logits = net(torch.cat([x_img, pos, neg, bmap, pm], 1))
+        mask = _full_mask(logits, window, spacing_yx, shape)
+        norm = IntensityNorm(*(float(v) for v in stats[0]))
+        if not mask.any() or n == MAX_PASSES - 1:
+            break
+        my, mx = np.nonzero(mask)
+        nxt = window_around(
+            np.concatenate([my, clicks[:, 0], boxes[:, 0], boxes[:, 2]]),
+            np.concatenate([mx, clicks[:, 1], boxes[:, 1], boxes[:, 3]]),
+            spacing_yx,
+        )
+        # zoom in when the object is much smaller than the window; zoom out when cut off
+        if 0.6 * window.side_mm <= nxt.side_mm <= window.side_mm:
+            break
+        window = nxt
+        prev_full = mask.astype(np.float32)
+    return SliceResult(mask, window, norm)
+
+
+class Propagator:
+    """Carries a mask slice by slice with the memory network (one direction of one round)."""
+
+    def __init__(self, model, spacing_yx: tuple[float, float], norm: IntensityNorm) -> None:
+        self.model = model
+        self.net = model.net.memory
+        self.dev = model.device
+        self.spacing_yx = spacing_yx
+        self.stats = stats_of(norm, self.dev)
+        self.permanent: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.recent: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # the last step's encoding (x, key, skips, window), reused when that slice is remembered
+        self._last: tuple | None = None
+
+    def _window(self, mask: np.ndarray) -> Window:
+        ys, xs = np.nonzero(mask)
+        return window_around(ys, xs, self.spacing_yx)
+
+    def _encode(
+        self, image: np.ndarray, window: Window
+    ) -> tuple[torch.Tensor, torch.Tensor, list]:
+        raw = crop_slice(image, window, self.spacing_yx, self.dev)
+        x = normalise(raw, self.stats)
+        key, skips = self.net.encode_key(x)
+        return x, key, skips
+
+    def remember(self, image: np.ndarray, mask: np.ndarray, pinned: bool = False) -> None:
+        """Add a slice and its final mask to the memory (reuses the last step's encoding)."""
+        if not mask.any():
+            return
+        if self._last is not None and not pinned:
+            x, key, skips, window = self._last
+        else:
+            window = self._window(mask)
+            x, key, skips = self._encode(image, window)
+        m = crop_slice(mask.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
+        value = self.net.encode_value(x, m, skips[3])
+        if pinned:
+            self.permanent.append((key, value))
+        else:
+            self.recent = (self.recent + [(key, value)])[-RECENT:]
+        self._last = None
+
+    def step(self, image: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """The mask of the next slice ``image``, given the neighbouring slice's mask ``prev``."""
+        window = self._window(prev)
+        x, key, skips = self._encode(image, window)
+        self._last = (x, key, skips, window)
+        mem = self.permanent + self.recent
+        mkeys = torch.stack([k for k, _ in mem], 1)
+        mvals = torch.stack([v for _, v in mem], 1)
+        readout = self.net.read_memory(key, mkeys, mvals)
+        pm = crop_slice(prev.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
+        logits = self.net.segment(readout, skips, pm)
+        return _full_mask(logits, window, self.spacing_yx, prev.shape)
+
+    def prefer_previous(self, image: np.ndarray, old: np.ndarray, new: np.ndarray) -> bool:
+        """Fusion: True when the scorer finds the previous round's mask better."""
+        if np.array_equal(old, new):
+            return False
+        union = old | new
+        ys, xs = np.nonzero(union)
+        window = window_around(ys, xs, self.spacing_yx)
+        raw = crop_slice(image, window, self.spacing_yx, self.dev)
+        x = normalise(raw, self.stats)
+        po = crop_slice(old.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
+        pn = crop_slice(new.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
+        logit = self.model.net.scorer(x, (po > 0.5).float(), (pn > 0.5).float())
+        return float(torch.sigmoid(logit)[0]) > self.model.fusion_threshold

@@ -1,0 +1,104 @@
+"""Training stacks cut from real labelled volumes, in the same window space as inference.
+
+A bank is built once (on the training device) from a list of labelled volumes: each entry is a
+stack of ``frames`` neighbouring slices of one labelled structure, cropped with
+``engine.preprocess.resample`` (the inference code) around the structure's bounding box on the
+first slice, at a random zoom. Slices are taken along every axis (the acquisition axis half
+the time), which multiplies what a few volumes can teach.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..engine.preprocess import MIN_SIDE_PX, resample
+
+
+@dataclass
+class LabelledVolume:
+    image: np.ndarray  # (Z, Y, X) float32, axis 0 the acquisition's slice axis
+    labels: np.ndarray  # (Z, Y, X) integer label map (0 background)
+    spacing: tuple[float, float, float]
+    name: str = ""
+
+
+@dataclass
+class RealBank:
+    image: torch.Tensor  # (N, T, S, S) float16 raw intensities
+    target: torch.Tensor  # (N, T, S, S) bool
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+
+def build_bank(
+    volumes: list[LabelledVolume],
+    n: int,
+    frames: int,
+    size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    min_voxels: int = 150,
+) -> RealBank:
+    """``n`` random stacks (see the module docstring) from ``volumes``."""
+    rng = np.random.default_rng(seed)
+    dev = torch.device(device)
+    prepared = []
+    for v in volumes:
+        values, counts = np.unique(v.labels, return_counts=True)
+        keep = [int(a) for a, c in zip(values, counts, strict=True) if a != 0 and c >= min_voxels]
+        if keep:
+            img = torch.as_tensor(v.image.astype(np.float32), device=dev)
+            lab = torch.as_tensor(v.labels.astype(np.int32), device=dev)
+            prepared.append((img, lab, v.spacing, keep))
+    if not prepared:
+        raise ValueError("no labelled structure large enough to train on")
+    images = torch.zeros(n, frames, size, size, dtype=torch.float16, device=dev)
+    targets = torch.zeros(n, frames, size, size, dtype=torch.bool, device=dev)
+    filled = 0
+    while filled < n:
+        img, lab, spacing, keep = prepared[rng.integers(len(prepared))]
+        axis = 0 if rng.random() < 0.5 else int(rng.integers(3))
+        order = [axis] + [a for a in range(3) if a != axis]
+        if img.shape[axis] < frames:
+            continue
+        vol = img.permute(*order)
+        obj = lab.permute(*order) == keep[rng.integers(len(keep))]
+        sp = [spacing[a] for a in order]
+        area = obj.sum((1, 2)).float().cpu().numpy()
+        if area.max() < 4:
+            continue
+        p = np.sqrt(area)
+        z = int(rng.choice(len(area), p=p / p.sum()))
+        step = 1 if rng.random() < 0.5 else -1
+        if not 0 <= z + step * (frames - 1) < len(area):
+            step = -step
+            if not 0 <= z + step * (frames - 1) < len(area):
+                continue
+        zs = [z + step * i for i in range(frames)]
+        ys, xs = torch.nonzero(obj[z], as_tuple=True)
+        y0, y1 = ys.min().item(), ys.max().item()
+        x0, x1 = xs.min().item(), xs.max().item()
+        zoom = math.exp(rng.uniform(math.log(1.2), math.log(4.0)))
+        if rng.random() < 0.15:
+            zoom *= rng.uniform(1.5, 3.0)  # wide first-click windows
+        side = max((y1 - y0 + 1) * sp[1], (x1 - x0 + 1) * sp[2]) * zoom
+        side = max(side, MIN_SIDE_PX * min(sp[1], sp[2]))
+        cy = (y0 + y1) / 2 + rng.uniform(-0.15, 0.15) * side / sp[1]
+        cx = (x0 + x1) / 2 + rng.uniform(-0.15, 0.15) * side / sp[2]
+        args = [
+            torch.full((frames,), float(a), device=dev)
+            for a in (cy, cx, side / sp[1], side / sp[2])
+        ]
+        stack = vol[zs][:, None]
+        images[filled] = resample(stack, *args, size=size)[:, 0].half()
+        m = resample(obj[zs][:, None].float(), *args, size=size, padding="zeros")[:, 0]
+        targets[filled] = m > 0.5
+        if targets[filled, 0].sum() < 4:
+            continue
+        filled += 1
+    return RealBank(images, targets)

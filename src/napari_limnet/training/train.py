@@ -1,0 +1,467 @@
+"""Training of the three LIM-Net networks (``limnet train``).
+
+Each network trains in its own stage (they can run one after another, or as parallel
+processes sharing one GPU), on a mix of synthetic stacks (``synthetic.generate``) and stacks
+cut from the real training cases (``real_bank``):
+
+- interaction: RITM-style iterative clicks. Per batch, a first click near the object's
+  centre (or a box), optionally a start from an imperfect existing mask, then 0-4 rounds
+  without gradient that add a click on the largest error and feed the prediction back as the
+  previous mask; the last round is trained.
+- memory: propagation over stacks of ``frames`` slices from an imperfect first-slice mask,
+  each prediction fed back into the memory as at inference.
+- scorer: which of two imperfect masks of a slice is better (multi-round fusion).
+
+The stage runs for a wall-clock budget (``seconds``) or a number of steps, writes
+checkpoints (resumable) and a JSON-lines log; ``export`` combines the stage checkpoints into
+the weights file the engine loads. With ``torchrun`` (WORLD_SIZE > 1) it uses
+DistributedDataParallel (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.networks import CROP, LimNet
+from ..engine.preprocess import click_maps, norm_stats, normalise
+from . import perturb
+from .real_bank import LabelledVolume, RealBank, build_bank
+from .synthetic import generate
+
+STAGES = ("interaction", "memory", "scorer")
+
+
+@dataclass
+class StageConfig:
+    seconds: float = 600.0  # wall-clock budget (the schedule follows it)
+    steps: int = 0  # if > 0, a step budget instead of seconds
+    batch: int = 32
+    lr: float = 2e-3
+    real_fraction: float = 0.3
+    frames: int = 6  # memory stage stack length
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads (0: torch default)
+    cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
+    split: str = ""  # split.json (train cases are used; default: the packaged split)
+    real_bank: int = 2000  # number of real stacks to cut
+    checkpoint_every: float = 60.0  # seconds
+    stages: dict[str, StageConfig] = field(
+        default_factory=lambda: {s: StageConfig() for s in STAGES}
+    )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        stages = {k: StageConfig(**v) for k, v in raw.pop("stages", {}).items()}
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown training stage(s) {sorted(unknown)}; use {STAGES}")
+        cfg = cls(**raw)
+        cfg.stages.update(stages)
+        return cfg
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+class Batches:
+    """Mixed synthetic / real stacks with flips and 90-degree rotations."""
+
+    def __init__(self, bank: RealBank | None, seed: int, device: torch.device) -> None:
+        self.bank = bank
+        self.device = device
+        self.g = torch.Generator(device=device).manual_seed(seed)
+
+    def get(
+        self, batch: int, frames: int, real_fraction: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_real = int(round(batch * real_fraction)) if self.bank is not None else 0
+        syn = generate(batch - n_real, frames, CROP, self.g, self.device)
+        img, tgt = syn.image, syn.target
+        if n_real:
+            idx = torch.randint(len(self.bank), (n_real,), generator=self.g, device=self.device)
+            img = torch.cat([img, self.bank.image[idx, :frames].float()])
+            tgt = torch.cat([tgt, self.bank.target[idx, :frames]])
+        k = int(torch.randint(4, (1,), generator=self.g, device=self.device).item())
+        img, tgt = torch.rot90(img, k, (2, 3)), torch.rot90(tgt, k, (2, 3))
+        if torch.rand(1, generator=self.g, device=self.device).item() < 0.5:
+            img, tgt = img.flip(3), tgt.flip(3)
+        return img.contiguous(), tgt.contiguous()
+
+
+def load_training_volumes(cases: str, split: str = "") -> list[LabelledVolume]:
+    """Every label map of the split's ``train`` cases (validation-only cases are refused).
+
+    ``cases`` is a ``cases.json``, or a folder of ``.npz`` volumes written by
+    ``export_training_volumes`` (for machines without the NIfTI readers).
+    """
+    from .real_data import SharedCases, load_split
+
+    if Path(cases).is_dir() and not (Path(cases) / "cases.json").exists():
+        out = []
+        for f in sorted(Path(cases).glob("*.npz")):
+            z = np.load(f)
+            sp = tuple(float(v) for v in z["spacing"])
+            out.append(LabelledVolume(z["image"].astype(np.float32), z["labels"], sp, f.stem))
+        if not out:
+            raise ValueError(f"no .npz training volumes in {cases}")
+        return out
+
+    source = SharedCases(cases, load_split(split or None))
+    out = []
+    for cid in source.case_ids("train"):
+        case = source.load_case(cid, purpose="train")
+        for name, lab in case.labels.items():
+            out.append(LabelledVolume(case.image, lab, case.spacing, f"{cid}/{name}"))
+    return out
+
+
+def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> list[Path]:
+    """Write the training volumes of ``cases`` as compressed ``.npz`` files into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for v in load_training_volumes(cases, split):
+        p = folder / (v.name.replace("/", "__") + ".npz")
+        img = v.image
+        if np.array_equal(img, np.round(img)) and np.abs(img).max() < 32000:
+            img = img.astype(np.int16)
+        np.savez_compressed(
+            p, image=img, labels=v.labels.astype(np.int16), spacing=np.array(v.spacing)
+        )
+        paths.append(p)
+    return paths
+
+
+# --- losses ----------------------------------------------------------------------------------
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice over (B, 1, H, W); Dice is skipped for empty targets (stop slices)."""
+    t = target.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), t)
+    p = torch.sigmoid(logits.float())
+    inter = (p * t).sum((1, 2, 3))
+    denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
+    has = t.sum((1, 2, 3)) > 0
+    d = 1 - (2 * inter + 1) / (denom + 1)
+    dice = (d * has).sum() / has.sum().clamp_min(1)
+    return bce + dice
+
+
+# --- one step of each stage --------------------------------------------------------------------
+
+
+def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+    g = data.g
+    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction)
+    raw, gt = img[:, :1], tgt[:, :1]
+    b, dev = raw.shape[0], raw.device
+    keep = gt.sum((1, 2, 3)) >= 3
+    raw, gt = raw[keep], gt[keep]
+    b = raw.shape[0]
+    if b == 0:
+        return {}
+    max_clicks = 8
+    pts = torch.zeros(b, max_clicks, 2, device=dev)
+    sign = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
+    valid = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
+    pts[:, 0] = perturb.first_clicks(gt, g)
+    sign[:, 0] = True
+    valid[:, 0] = True
+    yy = torch.arange(CROP, device=dev, dtype=torch.float32)
+    d2 = (yy[None, :, None] - pts[:, 0, 0, None, None]) ** 2 + (
+        yy[None, None, :] - pts[:, 0, 1, None, None]
+    ) ** 2
+    stats = norm_stats(raw, (d2 < 9)[:, None])
+    x_img = normalise(raw, stats)
+    # boxes for some samples (the object's box, jittered), with or without the click
+    use_box = torch.rand(b, generator=g, device=dev) < 0.15
+    ys = gt[:, 0].any(2).float()
+    xs = gt[:, 0].any(1).float()
+    idx = torch.arange(CROP, device=dev, dtype=torch.float32)
+    y0 = torch.where(ys > 0, idx, torch.full_like(ys, 1e9)).amin(1)
+    y1 = torch.where(ys > 0, idx, torch.full_like(ys, -1e9)).amax(1)
+    x0 = torch.where(xs > 0, idx, torch.full_like(xs, 1e9)).amin(1)
+    x1 = torch.where(xs > 0, idx, torch.full_like(xs, -1e9)).amax(1)
+    jit = torch.randn(b, 4, generator=g, device=dev) * 2
+    inb = (idx[None, :, None] >= (y0 + jit[:, 0])[:, None, None]) & (
+        idx[None, :, None] <= (y1 + jit[:, 2])[:, None, None]
+    )
+    inb = (
+        inb
+        & (idx[None, None, :] >= (x0 + jit[:, 1])[:, None, None])
+        & (idx[None, None, :] <= (x1 + jit[:, 3])[:, None, None])
+    )
+    box = (inb & use_box[:, None, None]).float()[:, None]
+    valid[:, 0] &= ~(use_box & (torch.rand(b, generator=g, device=dev) < 0.5))
+    # start from nothing, or from an imperfect existing mask (a correction round)
+    start = torch.rand(b, generator=g, device=dev) < 0.35
+    prev = (perturb.corrupt(gt, g, 1.5) & start[:, None, None, None]).float()
+    n_clicks = 1
+    if start.any():  # a correction on an existing mask: the first click is on its error
+        p, pos, ok = perturb.error_clicks(gt, prev > 0.5, g)
+        pts[:, 0] = torch.where(start[:, None] & ok[:, None], p, pts[:, 0])
+        sign[:, 0] = torch.where(start & ok, pos, sign[:, 0])
+    rounds = int(torch.randint(0, 5, (1,), generator=g, device=dev).item())
+
+    def inputs() -> torch.Tensor:
+        pos = click_maps(pts, valid & sign)
+        neg = click_maps(pts, valid & ~sign)
+        return torch.cat([x_img, pos, neg, box, prev], 1)
+
+    with torch.no_grad():
+        for _ in range(rounds):
+            with amp():
+                logits = net(inputs())
+            pred = logits.float() > 0
+            p, pos, ok = perturb.error_clicks(gt, pred, g)
+            pts[:, n_clicks] = p
+            sign[:, n_clicks] = pos
+            valid[:, n_clicks] = ok
+            n_clicks += 1
+            prev = (logits.float() > 0).float()  # binary, as the session stores masks
+    with amp():
+        logits = net(inputs())
+    loss = seg_loss(logits, gt)
+    with torch.no_grad():
+        dsc = perturb.dice(logits.float() > 0, gt).mean()
+    return {"loss": loss, "dice": dsc, "clicks": n_clicks}
+
+
+def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+    g = data.g
+    mem = net.module if hasattr(net, "module") else net
+    img, tgt = data.get(cfg.batch, cfg.frames, cfg.real_fraction)
+    keep = tgt[:, 0].sum((1, 2)) >= 4
+    img, tgt = img[keep], tgt[keep]
+    b, t = img.shape[:2]
+    if b == 0:
+        return {}
+    first = tgt[:, :1]
+    start = torch.where(
+        (torch.rand(b, generator=g, device=img.device) < 0.6)[:, None, None, None],
+        perturb.corrupt(first, g, 0.7),
+        first,
+    ).float()
+    stats = norm_stats(img[:, :1], perturb.erode(first.float(), 1) > 0)
+    frames = [normalise(img[:, i : i + 1], stats) for i in range(t)]
+    losses, dices = [], []
+    with amp():
+        k0, f0 = mem.encode_key(frames[0])
+        keys = [k0]
+        values = [mem.encode_value(frames[0], start, f0[3])]
+        prev = start
+        for i in range(1, t):
+            k, skips = mem.encode_key(frames[i])
+            # memory: the first (prompted) slice always, plus the two most recent
+            idx = [0] + list(range(max(1, len(keys) - 2), len(keys)))
+            readout = mem.read_memory(
+                k, torch.stack([keys[j] for j in idx], 1), torch.stack([values[j] for j in idx], 1)
+            )
+            logits = mem.segment(readout, skips, prev)
+            losses.append(seg_loss(logits, tgt[:, i : i + 1]))
+            prob = (logits.float() > 0).float().detach()  # binary, as at inference
+            with torch.no_grad():
+                dices.append(perturb.dice(prob > 0.5, tgt[:, i : i + 1]).mean())
+            keys.append(k)
+            values.append(mem.encode_value(frames[i], prob.to(frames[i].dtype), skips[3]))
+            prev = prob
+    return {"loss": torch.stack(losses).mean(), "dice": torch.stack(dices).mean()}
+
+
+def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+    g = data.g
+    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction)
+    keep = tgt[:, 0].sum((1, 2)) >= 4
+    raw, gt = img[keep][:, :1], tgt[keep][:, :1]
+    b = raw.shape[0]
+    if b == 0:
+        return {}
+    sa = torch.rand(b, 1, 1, 1, generator=g, device=raw.device)
+    a = perturb.corrupt(gt, g, 0.5) & (sa > 0.05) | (gt & (sa > 0.9))
+    sb = torch.rand(b, generator=g, device=raw.device)
+    b_ = perturb.corrupt(gt, g, 1.5)
+    b_ = torch.where((sb < 0.1)[:, None, None, None], torch.zeros_like(b_), b_)
+    swap = torch.rand(b, generator=g, device=raw.device) < 0.5
+    prev = torch.where(swap[:, None, None, None], b_, a)
+    new = torch.where(swap[:, None, None, None], a, b_)
+    dp, dn = perturb.dice(prev, gt), perturb.dice(new, gt)
+    label = (dp > dn).float()
+    weight = ((dp - dn).abs() > 0.01).float()
+    stats = norm_stats(raw, perturb.erode(gt.float(), 1) > 0)
+    with amp():
+        logit = net(normalise(raw, stats), prev.float(), new.float())
+    loss = (
+        F.binary_cross_entropy_with_logits(logit.float(), label, reduction="none") * weight
+    ).sum()
+    loss = loss / weight.sum().clamp_min(1)
+    acc = (((logit.float() > 0).float() == label).float() * weight).sum() / weight.sum().clamp_min(
+        1
+    )
+    return {"loss": loss, "acc": acc}
+
+
+STEP = {"interaction": _interaction_step, "memory": _memory_step, "scorer": _scorer_step}
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def _ddp() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
+    """Train one stage to its budget; resumes from ``<out>/<stage>.ckpt``. Returns the ckpt path."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
+    rank, world = _ddp()
+    scfg = cfg.stages[stage]
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + rank)
+    net: nn.Module = getattr(LimNet(), stage).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
+    ckpt = out / f"{stage}.ckpt"
+    state = {"step": 0, "elapsed": 0.0}
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=True)
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optim"])
+        state = {"step": int(saved["step"]), "elapsed": float(saved["elapsed"])}
+    model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    bank = None
+    if cfg.cases and scfg.real_fraction > 0:
+        vols = load_training_volumes(cfg.cases, cfg.split)
+        frames = max(scfg.frames, 1)
+        bank = build_bank(vols, cfg.real_bank, frames, CROP, cfg.seed + 1000 * rank, device)
+    data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
+    if device.type == "cuda":
+
+        def amp():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+    else:
+
+        def amp():
+            return torch.autocast("cpu", enabled=False)
+
+    log = (out / f"{stage}.log.jsonl").open("a") if rank == 0 else None
+    t_start = time.time() - state["elapsed"]
+    last_ckpt = time.time()
+    step = state["step"]
+    ema: dict[str, float] = {}
+
+    def frac_done() -> float:
+        if scfg.steps > 0:
+            return step / scfg.steps
+        return (time.time() - t_start) / max(scfg.seconds, 1e-6)
+
+    def save() -> None:
+        if rank == 0:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save(
+                {
+                    "model": net.state_dict(),
+                    "optim": opt.state_dict(),
+                    "step": step,
+                    "elapsed": time.time() - t_start,
+                    "config": asdict(cfg),
+                },
+                tmp,
+            )
+            tmp.replace(ckpt)
+
+    while frac_done() < 1.0:
+        # warm-up then cosine decay over the budget
+        f = frac_done()
+        lr = scfg.lr * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
+        for group in opt.param_groups:
+            group["lr"] = max(lr, scfg.lr * 0.01)
+        out_step = STEP[stage](model, data, scfg, amp)
+        if not out_step:
+            continue
+        opt.zero_grad(set_to_none=True)
+        out_step["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in out_step.items():
+            v = float(v.detach()) if torch.is_tensor(v) else float(v)
+            ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
+        if log and (step % 50 == 0 or step == 1):
+            rec = {
+                "step": step,
+                "t": round(time.time() - t_start, 1),
+                "lr": lr,
+                **{k: round(v, 4) for k, v in ema.items()},
+            }
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if progress:
+                print(
+                    f"\r[{stage}] {min(f, 1) * 100:5.1f}% step {step} "
+                    + " ".join(f"{k}={v:.3f}" for k, v in ema.items()),
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if time.time() - last_ckpt > cfg.checkpoint_every:
+            save()
+            last_ckpt = time.time()
+    save()
+    if progress and rank == 0:
+        print(file=sys.stderr)
+    if world > 1:
+        dist.barrier()
+    return ckpt
+
+
+def export(out: str | Path, weights: str | Path, meta: dict | None = None) -> Path:
+    """Combine ``<out>/<stage>.ckpt`` of all stages into one weights file for ``load_model``."""
+    from ..engine.model import save_weights
+
+    net = LimNet()
+    steps = {}
+    for stage in STAGES:
+        saved = torch.load(Path(out) / f"{stage}.ckpt", map_location="cpu", weights_only=True)
+        getattr(net, stage).load_state_dict(saved["model"])
+        steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
+    return save_weights(net, weights, {"training": steps, **(meta or {})})
