@@ -31,6 +31,11 @@ from .rounds import SlicePrompts
 WIDE_SIDE_MM = 160.0  # first-click window: wide enough for an organ, fine enough for a lesion
 MAX_PASSES = 3  # zoom-in passes of the 2D step
 RECENT = 2  # propagated slices kept in memory besides the permanent ones
+# Crop pixels the neighbouring slice's mask is shrunk by before it guides the next slice.
+# The memory network leans on that mask and tends to copy it past the object's end; shrunk,
+# it must be regrown from the image, so propagation fades out where the image gives no
+# support (validation Dice@6 0.62 -> 0.65 at 2; 3 and 4 cut large tumours short).
+PREV_ERODE = 2
 
 
 @dataclass
@@ -135,7 +140,28 @@ def segment_slice(
             break
         window = nxt
         prev_full = mask.astype(np.float32)
-    return SliceResult(mask, window, norm)
+    return SliceResult(_drop_hit_parts(mask, clicks, signs), window, norm)
+
+
+def _drop_hit_parts(mask: np.ndarray, clicks: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Drop each connected part of the mask that holds a negative click and no positive one.
+
+    A negative click on a part with no positive click says "this is not the object"; the
+    network does not always obey it, so the rule is applied here. Parts that also hold a
+    positive click are left to the network (the user is trimming, not removing).
+    """
+    if not (~signs).any() or not mask.any():
+        return mask
+    from scipy import ndimage
+
+    lab, _ = ndimage.label(mask)
+    idx = np.clip(np.round(clicks).astype(int), 0, np.array(mask.shape) - 1)
+    at = lab[idx[:, 0], idx[:, 1]]
+    keep = set(at[signs & (at > 0)].tolist())
+    drop = {v for v in at[~signs & (at > 0)].tolist() if v not in keep}
+    if not drop:
+        return mask
+    return mask & ~np.isin(lab, list(drop))
 
 
 class Propagator:
@@ -191,6 +217,8 @@ class Propagator:
         mvals = torch.stack([v for _, v in mem], 1)
         readout = self.net.read_memory(key, mkeys, mvals)
         pm = crop_slice(prev.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
+        for _ in range(PREV_ERODE):
+            pm = -torch.nn.functional.max_pool2d(-pm, 3, stride=1, padding=1)
         logits = self.net.segment(readout, skips, pm)
         return _full_mask(logits, window, self.spacing_yx, prev.shape)
 

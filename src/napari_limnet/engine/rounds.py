@@ -110,6 +110,23 @@ def run_round(
         yield z, final, total
     if not dirs:
         return
+    # A prompted slice left empty (say, a negative click removed a leak) cuts the object
+    # there: on each side with no other non-empty prompted slice, the old masks beyond it
+    # are removed up to the first empty slice.
+    positive = [z for z, m, _ in starts if m.any()]
+    positive += [int(z) for z in pinned if (m := current(int(z))) is not None and m.any()]
+    for z0, m0, _ in starts:
+        if m0.any():
+            continue
+        for d in dirs:
+            if any((z - z0) * d > 0 for z in positive):
+                continue
+            for i in range(1, spans[(z0, d)] + 1):
+                z = z0 + d * i
+                old = current(z)
+                if old is None or not old.any():
+                    break
+                yield z, np.zeros_like(old), total
     memory_slices = {z: (volume.slice(z), m) for z, m, _ in starts if m.any()}
     for zp in pinned:
         m = current(int(zp))

@@ -62,6 +62,7 @@ class TrainConfig:
     cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
+    init_weights: str = ""  # start from this weights file (fine-tuning); "" = random init
     checkpoint_every: float = 60.0  # seconds
     stages: dict[str, StageConfig] = field(
         default_factory=lambda: {s: StageConfig() for s in STAGES}
@@ -165,15 +166,18 @@ def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> 
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice over (B, 1, H, W); Dice is skipped for empty targets (stop slices)."""
+    """BCE + smoothed soft Dice over (B, 1, H, W).
+
+    The Dice term also counts empty targets (a slice past the object's end): there any
+    predicted area costs nearly a full Dice loss, which teaches propagation to stop instead of
+    copying the previous mask onward.
+    """
     t = target.float()
     bce = F.binary_cross_entropy_with_logits(logits.float(), t)
     p = torch.sigmoid(logits.float())
     inter = (p * t).sum((1, 2, 3))
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
-    has = t.sum((1, 2, 3)) > 0
-    d = 1 - (2 * inter + 1) / (denom + 1)
-    dice = (d * has).sum() / has.sum().clamp_min(1)
+    dice = (1 - (2 * inter + 1) / (denom + 1)).mean()
     return bce + dice
 
 
@@ -358,7 +362,12 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + rank)
-    net: nn.Module = getattr(LimNet(), stage).to(device)
+    full = LimNet()
+    if cfg.init_weights:
+        from ..engine.model import load_model
+
+        full = load_model(cfg.init_weights, device="cpu").net
+    net: nn.Module = getattr(full, stage).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
     state = {"step": 0, "elapsed": 0.0}
