@@ -166,18 +166,18 @@ def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> 
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + smoothed soft Dice over (B, 1, H, W).
+    """BCE + soft Dice over (B, 1, H, W); Dice is skipped for empty targets (stop slices).
 
-    The Dice term also counts empty targets (a slice past the object's end): there any
-    predicted area costs nearly a full Dice loss, which teaches propagation to stop instead of
-    copying the previous mask onward.
+    (This is the loss the shipped weights were trained with.)
     """
     t = target.float()
     bce = F.binary_cross_entropy_with_logits(logits.float(), t)
     p = torch.sigmoid(logits.float())
     inter = (p * t).sum((1, 2, 3))
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
-    dice = (1 - (2 * inter + 1) / (denom + 1)).mean()
+    has = t.sum((1, 2, 3)) > 0
+    d = 1 - (2 * inter + 1) / (denom + 1)
+    dice = (d * has).sum() / has.sum().clamp_min(1)
     return bce + dice
 
 
