@@ -161,7 +161,8 @@ def test_sample_ct_grid(make_napari_viewer):
 
 def test_sample_ct_real_model(make_napari_viewer, qtbot):
     """With the trained weights: one click in the liver, the widget's labels equal Session.run's
-    and overlap the sample's liver label with Dice >= 0.5 (after a single click)."""
+    and overlap the sample's liver label with Dice >= 0.7 after a single click (measured 0.807
+    with the shipped weights)."""
     from napari_limnet.engine import model as model_mod
 
     if not model_mod.default_weights_path().is_file():
@@ -193,4 +194,4 @@ def test_sample_ct_real_model(make_napari_viewer, qtbot):
     seg = st.labels.data == 1
     dice = 2 * (seg & organ).sum() / (seg.sum() + organ.sum())
     print(f"\nsample CT liver, 1 click: Dice {dice:.3f}")
-    assert dice >= 0.5
+    assert dice >= 0.7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from helpers import reference, wait_round
 from qtpy.QtCore import QTimer
 
@@ -104,4 +105,72 @@ def test_event_loop_stall_under_100ms(make_napari_viewer, qtbot, fake_engine):
         f"{w.last_round['slices']} slices at {w.last_round['slices_per_s']:.1f} slices/s"
     )
     assert w.last_round["slices"] > 20
+    assert worst_ms < 100
+
+
+def _two_spheres(shape=(40, 192, 192)) -> np.ndarray:
+    """Dark noisy volume (HU) with two bright spheres, left (x = 28 %) and right (x = 72 %)."""
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    r = shape[1] / 6
+    rng = np.random.default_rng(0)
+    vol = -100 + 20 * rng.standard_normal(shape)
+    for xc in (shape[2] * 0.28, shape[2] * 0.72):
+        d2 = (z - shape[0] / 2) ** 2 * (r / (shape[0] / 3)) ** 2 + (y - shape[1] / 2) ** 2
+        vol[d2 + (x - xc) ** 2 < r**2] += 160
+    return vol.astype(np.int16)
+
+
+def test_event_loop_stall_real_model(make_napari_viewer, qtbot):
+    """The stall with the REAL engine (trained weights, default thread count): largest gap of a
+    10 ms timer while a full round propagates through a 40 x 192 x 192 volume (one click on a
+    sphere, after a warm-up round on the other one: the first round pays napari's one-time
+    shader/font set-up) must stay under 100 ms.
+
+    Measured here (2 shared cores, Xvfb with software GL, shown viewer, 1 engine thread at
+    nice 10): worst gap 29-40 ms, 24-33 slices/s, first slice after ~100 ms. Before the engine
+    got its own low-priority thread, model loading left the main thread, refreshes were
+    coalesced and the progress bar stopped repainting synchronously, the same kind of
+    measurement gave 120-1070 ms.
+    """
+    from napari_limnet.engine import model as model_mod
+
+    if not model_mod.default_weights_path().is_file():
+        pytest.skip("trained weights not bundled")
+    shape = (40, 192, 192)
+    viewer = make_napari_viewer(show=True)  # shown: redraws are part of the stall
+    viewer.add_image(_two_spheres(shape), name="spheres", scale=(2.5, 0.8, 0.8))
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    st = w.state
+    z, y = shape[0] // 2, shape[1] // 2
+    st.points.add([z, y, int(shape[2] * 0.28)])  # warm-up round (loads the model)
+    wait_round(qtbot, w, timeout=180000)
+    w.new_object()
+    qtbot.wait(500)
+    gaps = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    qtbot.wait(200)
+    gaps.clear()
+    st.points.add([z, y, int(shape[2] * 0.72)])
+    last[0] = time.perf_counter()
+    wait_round(qtbot, w, timeout=120000)
+    qtbot.wait(100)
+    timer.stop()
+    worst_ms = max(gaps) * 1000
+    print(
+        f"\nreal-model stall: worst {worst_ms:.1f} ms over {len(gaps)} ticks; round "
+        f"{w.last_round['slices']} slices at {w.last_round['slices_per_s']:.1f} slices/s, "
+        f"first slice after {w.last_round['first_response'] * 1000:.0f} ms, "
+        f"{w.settings.engine_threads} engine thread(s)"
+    )
+    assert w.last_round["slices"] > 15
+    assert (st.labels.data == 2).any(axis=(1, 2)).sum() > 15
     assert worst_ms < 100

@@ -19,6 +19,7 @@ Life of an image in the widget
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -65,17 +67,49 @@ from .worker import start_round
 # (catches any edit); above it, only paint events mark objects as edited.
 FULL_COMPARE_VOXELS = 16_000_000
 
+# During a round the Labels layer is refreshed at most this often (the slices arriving in
+# between are written into its array together): each refresh costs the main thread a redraw.
+REFRESH_SECONDS = 0.25
+
 _MODEL_CACHE: dict[tuple[str, str | None], Any] = {}
+_MODEL_LOCK = threading.Lock()
+_NO_MODEL = object()  # a session's model until its first round loads the real one
 
 
 def get_model(weights: str, device: str | None) -> Any:
-    """Load (once) the model for a weights file ('' = bundled) on a device (None = best)."""
-    key = (weights, device)
-    if key not in _MODEL_CACHE:
-        from napari_limnet import load_model
+    """Load (once) the model for a weights file ('' = bundled) on a device (None = best).
 
-        _MODEL_CACHE[key] = load_model(weights or None, device=device)
-    return _MODEL_CACHE[key]
+    Called from worker threads (never the main thread: importing torch and reading the weights
+    take seconds); the lock makes a preload and a round share one load.
+    """
+    key = (weights, device)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            from napari_limnet import load_model
+
+            _MODEL_CACHE[key] = load_model(weights or None, device=device)
+        return _MODEL_CACHE[key]
+
+
+def _preload_model(weights: str, device: str | None, threads: int) -> None:
+    """Load the model in a background thread so the first click does not wait for it.
+
+    A failure is ignored here: the round that needs the model reports it.
+    """
+
+    def load() -> None:
+        from .worker import lower_priority
+
+        lower_priority()
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+            get_model(weights, device)
+        except Exception:  # noqa: BLE001,S110 - reported by the first round instead
+            pass
+
+    threading.Thread(target=load, name="limnet-model-preload", daemon=True).start()
 
 
 class ImageState:
@@ -92,6 +126,8 @@ class ImageState:
         self.current: int | None = None
         self.shown: list[tuple] = []  # prompts of the current object as the layers show them
         self.edited: set[int] = set()  # objects painted on the Labels layer since last sync
+        # voxel counts per slice (np.bincount of each slice), None: recount all slices
+        self.slice_counts: list[np.ndarray] | None = None
         self.autosave_found: Path | None = None
 
     @property
@@ -138,6 +174,11 @@ class LimNetWidget(QWidget):
         self._deferred: list[Callable[[], None]] = []
         self._t_round = 0.0
         self._t_first: float | None = None
+        self._pending: list = []  # RoundEvents received, not yet written into the layer
+        self._last_flush = 0.0
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.timeout.connect(self._flush)
         self.last_round: dict[str, float] = {}
         self.autosaver = autosave_mod.AutoSaver()
         self._build_ui()
@@ -317,20 +358,27 @@ class LimNetWidget(QWidget):
         st.session.propagation = s.propagation
         self._apply_window(st.image)
         if (s.weights, s.torch_device) != old_model:
-            self._run_when_idle(self._reload_model)
-        import torch
+            # the next round loads them (in its worker thread); the thread count, too,
+            # is applied by the next round
+            _preload_model(s.weights, s.torch_device, s.engine_threads)
 
-        if torch.get_num_threads() != s.engine_threads:
-            self._run_when_idle(lambda: torch.set_num_threads(s.engine_threads))
+    def _prepare_engine(self, session: Any) -> Callable[[], None]:
+        """What a round's worker does before computing: load the model, set the threads."""
+        s = self.settings
+        weights, device, threads = s.weights, s.torch_device, s.engine_threads
 
-    def _reload_model(self) -> None:
-        try:
-            model = get_model(self.settings.weights, self.settings.torch_device)
-        except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
-            self._message(f"Could not load the weights: {e}", "error")
-            return
-        for st in self.states.values():
-            st.session.model = model
+        def prepare() -> None:
+            try:
+                model = get_model(weights, device)
+            except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
+                raise RuntimeError(f"could not load the weights: {e}") from e
+            session.model = model
+            import torch  # process-wide setting, applied from the engine's own thread
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+        return prepare
 
     def _apply_window(self, image: Any) -> None:
         lim = window_limits(self.settings.window)
@@ -479,21 +527,22 @@ class LimNetWidget(QWidget):
         spacing = spacing_of(image)
         s = self.settings
         try:
-            model = get_model(s.weights, s.torch_device)
+            # The model is loaded by the first round's worker (preloaded in the background
+            # now), never on the main thread; the thread count is set there too.
             session = Session(
                 data,
                 spacing=spacing[1:] if image.ndim == 2 else spacing,
-                model=model,
+                model=_NO_MODEL,
                 fusion=s.fusion,
                 propagation=s.propagation,
-                threads=s.engine_threads,
             )
         except ValueError as e:
             self._message(f"Cannot segment '{image.name}': {e}", "error")
             return None
-        except Exception as e:  # noqa: BLE001 - e.g. weights that do not load
+        except Exception as e:  # noqa: BLE001 - an image the engine cannot read
             self._message(f"Could not start LIM-Net on '{image.name}': {e}", "error")
             return None
+        _preload_model(s.weights, s.torch_device, s.engine_threads)
         grid = grid_kwargs(image)
         size = max(3.0, min(12.0, max(data.shape[-2:]) / 60))
         self._creating = True
@@ -636,6 +685,7 @@ class LimNetWidget(QWidget):
             except (TypeError, ValueError, IndexError):
                 ids.update(st.objects)
         st.edited |= ids - {0}
+        st.slice_counts = None  # volumes are recounted in full after a brush edit
 
     def sync_brush_edits(self, st: ImageState) -> None:
         """Take the user's edits of the Labels layer into the session (set_mask per object)."""
@@ -707,32 +757,85 @@ class LimNetWidget(QWidget):
         self._round_touched = set()
         self._t_round = time.perf_counter()
         self._t_first = None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self._pending = []
+        self._flush_timer.stop()
+        self._set_progress(0, 1)
         self.cancel_btn.setEnabled(True)
         self.status.setText(f"Segmenting object {obj}...")
         self._worker = start_round(
-            events, self._on_batch, self._on_finished, self._on_error, self._on_returned
+            events,
+            self._on_batch,
+            self._on_finished,
+            self._on_error,
+            self._on_returned,
+            prepare=self._prepare_engine(st.session),
         )
 
+    def _set_progress(self, value: int, maximum: int) -> None:
+        """Update the progress bar without the synchronous repaint QProgressBar.setValue does
+        (which repaints the whole window, canvas included): it is redrawn with the next frame."""
+        bar = self.progress
+        bar.setUpdatesEnabled(False)
+        try:
+            if bar.maximum() != maximum:
+                bar.setRange(0, maximum)
+            bar.setValue(value)
+        finally:
+            bar.setUpdatesEnabled(True)  # schedules an ordinary, coalesced repaint
+
     def _on_batch(self, batch: list) -> None:
-        st = self.state
-        obj = self._round_obj
-        if st is None or obj is None or self._worker is None:
+        """Slices from the worker: written into the layer by :meth:`_flush`, at once for the
+        round's first slice, then at most every ``REFRESH_SECONDS`` (so the main thread never
+        falls behind the engine, however slow a redraw is)."""
+        if self.state is None or self._round_obj is None or self._worker is None:
+            return
+        self._pending.extend(batch)
+        if self._flush_timer.isActive():
+            return
+        if self._t_first is None:
+            self._flush()
+            return
+        wait = self._last_flush + REFRESH_SECONDS - time.perf_counter()
+        self._flush_timer.start(max(0, int(wait * 1000)))
+
+    def _shown_slice(self, st: ImageState) -> int | None:
+        """The slice of ``st`` the canvas shows, or None when it shows more (3D, other axes)."""
+        if st.two_d:
+            return 0
+        if not view_ok(self.viewer):
+            return None
+        z = st.labels.world_to_data(self.viewer.dims.point)[0]
+        return int(np.round(z))
+
+    def _flush(self) -> None:
+        """Write the pending slices into the Labels layer (only the changed voxels) and refresh
+        it when the canvas shows one of them; other slices appear when the user goes there."""
+        batch, self._pending = self._pending, []
+        st, obj = self.state, self._round_obj
+        if not batch or st is None or obj is None:
             return
         if self._t_first is None:
             self._t_first = time.perf_counter() - self._t_round
         data = st.data3
+        changed: set[int] = set()
         for ev in batch:
-            v = data[ev.z]
+            z = int(ev.z)
+            v = data[z]
             m = np.asarray(ev.mask, bool).reshape(v.shape)
-            v[(v == obj) & ~m] = 0
-            v[m & (v == 0)] = obj
-            self._round_touched.add(int(ev.z))
+            ours = v == obj
+            drop = ours & ~m
+            add = m & ~ours & (v == 0)
+            if drop.any() or add.any():
+                v[drop] = 0
+                v[add] = obj
+                changed.add(z)
+            self._round_touched.add(z)
         last = batch[-1]
-        self.progress.setRange(0, max(1, last.total))
-        self.progress.setValue(last.done)
-        st.labels.refresh()
+        self._set_progress(last.done, max(1, last.total))
+        shown = self._shown_slice(st)
+        if changed and (shown is None or shown in changed):
+            st.labels.refresh(extent=False)
+        self._last_flush = time.perf_counter()
 
     def _on_returned(self, _value: Any) -> None:
         self._round_completed = True
@@ -741,6 +844,13 @@ class LimNetWidget(QWidget):
         self._message(f"The round failed: {exc}", "error")
 
     def _on_finished(self) -> None:
+        self._flush_timer.stop()
+        if self._round_completed:
+            self._flush()
+        self._pending = []
+        control = getattr(self._worker, "engine_control", None)
+        if control is not None:
+            control.stop()  # a cancelled round: wait for the engine to leave the generator
         events, self._events_iter = self._events_iter, None
         self._worker = None
         if events is not None:
@@ -763,12 +873,14 @@ class LimNetWidget(QWidget):
                     f"first slice after {self.last_round['first_response'] * 1000:.0f} ms"
                 )
                 self.status.setText(f"Object {obj} updated. Click to correct, O for a new object.")
-                self.progress.setValue(self.progress.maximum())
+                self._set_progress(self.progress.maximum(), self.progress.maximum())
+                # the round changed only its own object, on the slices it decided
+                self._after_change(st, slices=self._round_touched)
             else:
                 self._write_object(st, obj)
                 self.status.setText("Round cancelled; its prompts are kept.")
-                self.progress.setValue(0)
-            self._after_change(st)
+                self._set_progress(0, self.progress.maximum())
+                self._after_change(st)
         deferred, self._deferred = self._deferred, []
         for action in deferred:
             action()
@@ -796,8 +908,8 @@ class LimNetWidget(QWidget):
         data[m & (data == 0)] = obj
         st.labels.refresh()
 
-    def _after_change(self, st: ImageState) -> None:
-        self._update_volumes(st)
+    def _after_change(self, st: ImageState, slices: set[int] | None = None) -> None:
+        self._update_volumes(st, slices)
         self._update_objects_panel()
         self.autosave(st)
 
@@ -806,11 +918,21 @@ class LimNetWidget(QWidget):
         c = np.asarray(st.labels.get_color(obj), float).ravel()
         return (float(c[0]), float(c[1]), float(c[2])) if c.size >= 3 else (1.0, 0.0, 0.0)
 
-    def _update_volumes(self, st: ImageState) -> None:
+    def _update_volumes(self, st: ImageState, slices: set[int] | None = None) -> None:
+        """Objects' volumes; ``slices``: only these slices changed since the last count (a
+        round's), so only they are recounted (a whole volume takes long on a big CT)."""
         vox_ml = float(np.prod(spacing_of(st.image))) / 1000.0
         if st.two_d:
             vox_ml = 0.0
-        counts = np.bincount(st.data3.ravel(), minlength=1)
+        data = st.data3
+        if slices is None or st.slice_counts is None:
+            st.slice_counts = [np.bincount(data[z].ravel()) for z in range(data.shape[0])]
+        else:
+            for z in slices:
+                st.slice_counts[z] = np.bincount(data[z].ravel())
+        counts = np.zeros(max(len(c) for c in st.slice_counts), np.int64)
+        for c in st.slice_counts:
+            counts[: len(c)] += c
         for k, o in st.objects.items():
             o.volume_ml = float(counts[k]) * vox_ml if k < len(counts) else 0.0
 
