@@ -376,7 +376,13 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optim"])
         state = {"step": int(saved["step"]), "elapsed": float(saved["elapsed"])}
-    model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    # the memory step calls the network's named parts (encode_key, ...), not forward(), so
+    # DistributedDataParallel would not average its gradients: that stage averages them itself
+    ddp_grads = world > 1 and stage == "memory"
+    model = nn.parallel.DistributedDataParallel(net) if world > 1 and not ddp_grads else net
+    if ddp_grads:  # start every rank from rank 0's weights, as DistributedDataParallel does
+        for t in net.state_dict().values():
+            dist.broadcast(t, 0)
     bank = None
     if cfg.cases and scfg.real_fraction > 0:
         vols = load_training_volumes(cfg.cases, cfg.split)
@@ -429,6 +435,12 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             continue
         opt.zero_grad(set_to_none=True)
         out_step["loss"].backward()
+        if ddp_grads:
+            for p in net.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= world
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1

@@ -1,0 +1,341 @@
+"""Training: the loss goes down, checkpoints resume, export loads, DDP on gloo, `limnet train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_limnet import cli
+from napari_limnet.engine import model as model_mod
+from napari_limnet.engine.networks import InteractionNet, LimNet
+from napari_limnet.engine.preprocess import click_maps, norm_stats, normalise
+from napari_limnet.training import perturb
+from napari_limnet.training import train as T
+from napari_limnet.training.real_bank import LabelledVolume, build_bank
+from napari_limnet.training.synthetic import generate
+
+torch.set_num_threads(2)
+
+
+def _tiny_config(out: Path, steps: int = 2, batch: int = 4) -> T.TrainConfig:
+    cfg = T.TrainConfig(out=str(out), seed=0, device="cpu", threads=2, checkpoint_every=1e9)
+    for s in T.STAGES:
+        cfg.stages[s] = T.StageConfig(steps=steps, batch=batch, real_fraction=0.0, frames=3)
+    return cfg
+
+
+def _write_config(path: Path, out: Path, steps: int, batch: int) -> Path:
+    stage = {"steps": steps, "batch": batch, "real_fraction": 0.0, "frames": 3}
+    raw = {
+        "out": str(out),
+        "seed": 0,
+        "device": "cpu",
+        "threads": 1,
+        "cases": "",
+        "checkpoint_every": 1e9,
+        "stages": {s: dict(stage) for s in T.STAGES},
+    }
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- (a) a few steps lower the loss ----------------------------------------------------------
+
+
+def test_a_few_steps_lower_the_loss() -> None:
+    # a fixed batch of synthetic slices (48 px windows keep it fast), one click each, built
+    # with the training code's own pre-processing and loss
+    size = 48
+    g = torch.Generator().manual_seed(3)
+    syn = generate(12, 1, size, g)
+    keep = syn.target[:, 0].sum((1, 2)) >= 8
+    raw, gt = syn.image[keep][:6], syn.target[keep][:6]
+    assert len(raw) == 6
+    pts = perturb.first_clicks(gt, g, jitter=0.0)[:, None]
+    yy = torch.arange(size, dtype=torch.float32)
+    d2 = (yy[None, :, None] - pts[:, 0, 0, None, None]) ** 2 + (
+        yy[None, None, :] - pts[:, 0, 1, None, None]
+    ) ** 2
+    img = normalise(raw, norm_stats(raw, (d2 < 9)[:, None]))
+    ones = torch.ones(len(raw), 1, dtype=torch.bool)
+    empty = torch.zeros_like(gt, dtype=torch.float32)
+    x = torch.cat([img, click_maps(pts, ones, size), empty, empty, empty], 1)
+
+    torch.manual_seed(0)
+    net = InteractionNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            return float(T.seg_loss(net(x), gt))
+
+    before = held_loss()
+    for _ in range(15):
+        opt.zero_grad()
+        T.seg_loss(net(x), gt).backward()
+        opt.step()
+    after = held_loss()
+    assert after < 0.7 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+# --- (b) checkpoints resume ------------------------------------------------------------------
+
+
+def test_train_stage_writes_and_resumes_checkpoints(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    step_fn = T.STEP["scorer"]
+
+    def counting(*args):
+        out = step_fn(*args)
+        calls.append(bool(out))
+        return out
+
+    monkeypatch.setitem(T.STEP, "scorer", counting)
+    cfg = _tiny_config(tmp_path / "run", steps=2, batch=4)
+    ckpt = T.train_stage(cfg, "scorer", progress=False)
+    assert ckpt == tmp_path / "run" / "scorer.ckpt"
+    first = torch.load(ckpt, weights_only=True)
+    assert first["step"] == 2 and sum(calls) == 2
+    assert first["config"]["stages"]["scorer"]["steps"] == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "scorer.log.jsonl").open()]
+    assert log[0]["step"] == 1 and np.isfinite(log[0]["loss"])
+
+    # the same budget again: nothing to do, the weights stay
+    calls.clear()
+    T.train_stage(cfg, "scorer", progress=False)
+    assert sum(calls) == 0
+    same = torch.load(ckpt, weights_only=True)
+    assert same["step"] == 2
+    assert all(torch.equal(same["model"][k], first["model"][k]) for k in first["model"])
+
+    # a larger budget resumes at step 2 and runs only the 2 missing steps
+    cfg.stages["scorer"].steps = 4
+    T.train_stage(cfg, "scorer", progress=False)
+    assert sum(calls) == 2
+    second = torch.load(ckpt, weights_only=True)
+    assert second["step"] == 4
+    assert second["elapsed"] >= first["elapsed"]
+    assert any(not torch.equal(second["model"][k], first["model"][k]) for k in first["model"])
+    # the optimiser state came back too (Adam has taken 4 steps)
+    steps = {int(s["step"]) for s in second["optim"]["state"].values()}
+    assert steps == {4}
+
+
+def test_unknown_stage_and_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown stage"):
+        T.train_stage(_tiny_config(tmp_path), "decoder", progress=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stages": {"decoder": {"steps": 1}}}))
+    with pytest.raises(ValueError, match="unknown training stage"):
+        T.TrainConfig.load(bad)
+
+
+def test_config_load(tmp_path: Path) -> None:
+    path = _write_config(tmp_path / "c.json", tmp_path / "out", steps=3, batch=5)
+    cfg = T.TrainConfig.load(path)
+    assert cfg.out == str(tmp_path / "out") and cfg.device == "cpu"
+    assert set(cfg.stages) == set(T.STAGES)
+    assert cfg.stages["memory"] == T.StageConfig(steps=3, batch=5, real_fraction=0.0, frames=3)
+
+
+# --- (c) export --------------------------------------------------------------------------------
+
+
+def test_export_writes_weights_that_load(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = LimNet()
+    for i, stage in enumerate(T.STAGES):
+        part = getattr(net, stage)
+        torch.save(
+            {
+                "model": part.state_dict(),
+                "optim": {},
+                "step": 10 + i,
+                "elapsed": 1.5,
+                "config": {},
+            },
+            tmp_path / f"{stage}.ckpt",
+        )
+    path = T.export(tmp_path, tmp_path / "w" / "limnet.pt", {"note": "x"})
+    loaded = model_mod.load_model(path, device="cpu")
+    assert loaded.meta["note"] == "x"
+    assert loaded.meta["training"]["memory"] == {"steps": 11, "seconds": 1.5}
+    want, got = net.state_dict(), loaded.net.state_dict()
+    for k in want:
+        if want[k].is_floating_point():
+            torch.testing.assert_close(got[k], want[k].half().float())
+        else:
+            assert torch.equal(got[k], want[k])
+
+
+def test_export_needs_every_stage(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        T.export(tmp_path, tmp_path / "w.pt")
+
+
+# --- (d) DistributedDataParallel, two CPU processes on gloo ------------------------------------
+
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _torchrun(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *args,
+    ]
+    env = {**_ENV, "MASTER_PORT": str(port)}
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path / "tiny.json", tmp_path / "ddp", steps=2, batch=4)
+    res = _torchrun(
+        [
+            "-m",
+            "napari_limnet.training",
+            "--config",
+            str(cfg),
+            "--stage",
+            "scorer",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    saved = torch.load(tmp_path / "ddp" / "scorer.ckpt", weights_only=True)
+    assert saved["step"] == 2
+    assert not (tmp_path / "ddp" / "scorer.tmp").exists()
+
+
+_SYNC_DRIVER = """
+import sys
+import torch
+import torch.distributed as dist
+from napari_limnet.training import train as T
+
+def rank0_named():  # each rank saves its own checkpoint; DDP itself is unchanged
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return 0, dist.get_world_size()
+
+T._ddp = rank0_named
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+# a different seed per rank: different data and a different initialisation
+cfg = T.TrainConfig(out=f"{sys.argv[1]}/r{rank}", seed=rank, device="cpu", threads=1)
+for stage in sys.argv[2:]:
+    cfg.stages[stage] = T.StageConfig(steps=2, batch=2, real_fraction=0.0, frames=3)
+    T.train_stage(cfg, stage, progress=False)
+"""
+
+
+def test_ddp_ranks_stay_in_sync(tmp_path: Path) -> None:
+    """After training on different data, both ranks hold the same weights (gradients averaged)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(_SYNC_DRIVER))
+    stages = ["scorer", "memory"]
+    res = _torchrun([str(driver), str(tmp_path), *stages], tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for stage in stages:
+        a = torch.load(tmp_path / "r0" / f"{stage}.ckpt", weights_only=True)["model"]
+        b = torch.load(tmp_path / "r1" / f"{stage}.ckpt", weights_only=True)["model"]
+        diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+        assert diff == 0.0, f"{stage}: the ranks' weights differ by {diff}"
+
+
+# --- (e) `limnet train` end to end -------------------------------------------------------------
+
+
+def test_limnet_train_all_and_export(tmp_path: Path, capsys) -> None:
+    cfg = _write_config(tmp_path / "tiny.json", tmp_path / "run", steps=1, batch=2)
+    weights = tmp_path / "W.pt"
+    rc = cli.main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--stage",
+            "all",
+            "--export",
+            str(weights),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert "weights written" in capsys.readouterr().out
+    for stage in T.STAGES:
+        assert torch.load(tmp_path / "run" / f"{stage}.ckpt", weights_only=True)["step"] == 1
+    m = model_mod.load_model(weights, device="cpu")
+    assert set(m.meta["training"]) == set(T.STAGES)
+    assert Path(str(weights) + ".sha256").is_file()
+
+
+def test_limnet_train_bad_stage(tmp_path: Path, capsys) -> None:
+    cfg = _write_config(tmp_path / "tiny.json", tmp_path / "run", steps=1, batch=2)
+    assert cli.main(["train", "--config", str(cfg), "--stage", "decoder"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+
+
+# --- real bank ---------------------------------------------------------------------------------
+
+
+def _volume() -> LabelledVolume:
+    rng = np.random.default_rng(0)
+    img = rng.normal(0.0, 10.0, (16, 48, 40)).astype(np.float32)
+    lab = np.zeros(img.shape, np.int16)
+    lab[3:13, 10:30, 8:28] = 1  # large enough
+    lab[5:7, 35:38, 30:33] = 2  # 18 voxels: too small, never a target
+    img[lab == 1] += 200.0
+    img[lab == 2] -= 100.0
+    return LabelledVolume(img, lab, (3.0, 0.8, 0.8), "tiny")
+
+
+def test_real_bank() -> None:
+    vol = _volume()
+    bank = build_bank([vol], n=8, frames=3, size=32, seed=0)
+    assert len(bank) == 8
+    assert bank.image.shape == (8, 3, 32, 32) and bank.image.dtype == torch.float16
+    assert bank.target.shape == (8, 3, 32, 32) and bank.target.dtype == torch.bool
+    assert (bank.target[:, 0].sum((1, 2)) >= 4).all()
+    img = bank.image.float()
+    assert torch.isfinite(img).all()
+    assert img.min() >= vol.image.min() - 1 and img.max() <= vol.image.max() + 1
+    # the targets are the bright structure: inside them the image is bright
+    assert img[bank.target].mean() > 150
+    assert img[~bank.target].mean() < 100
+    # reproducible from its seed
+    again = build_bank([vol], n=8, frames=3, size=32, seed=0)
+    assert torch.equal(again.image, bank.image) and torch.equal(again.target, bank.target)
+
+
+def test_real_bank_without_a_large_structure() -> None:
+    vol = _volume()
+    vol.labels[vol.labels == 1] = 0
+    with pytest.raises(ValueError, match="large enough"):
+        build_bank([vol], n=2, frames=3, size=32, seed=0)
