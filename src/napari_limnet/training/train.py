@@ -81,13 +81,10 @@ class TrainConfig:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``auto``: the engine's choice (CUDA, then MPS, then CPU); else the named device."""
+    from ..engine.model import pick_device as engine_pick
+
+    return engine_pick(None if name == "auto" else name)
 
 
 # --- data ------------------------------------------------------------------------------------
