@@ -34,7 +34,8 @@ RECENT = 2  # propagated slices kept in memory besides the permanent ones
 # Crop pixels the neighbouring slice's mask is shrunk by before it guides the next slice.
 # The memory network leans on that mask and tends to copy it past the object's end; shrunk,
 # it must be regrown from the image, so propagation fades out where the image gives no
-# support (validation Dice@6 0.62 -> 0.65 at 2; 3 and 4 cut large tumours short).
+# support (one-click 3D Dice on validation objects: hippocampus 0.11 -> 0.28, pulmonary artery
+# 0.22 -> 0.39, a CT lesion 0.51 -> 0.60; 3 and 4 cut large tumours short).
 PREV_ERODE = 2
 
 
