@@ -154,9 +154,9 @@ def test_sample_ct_grid(make_napari_viewer):
         np.testing.assert_allclose(layer.translate, image.translate)
         np.testing.assert_allclose(layer.scale, image.scale)
     assert st.labels.metadata["limnet_source"] is image.metadata["limnet_source"]
-    assert "ct_abdomen_label" in [
-        w.import_combo.itemText(i) for i in range(w.import_combo.count())
-    ]
+    choices = [w.import_combo.itemText(i) for i in range(w.import_combo.count())]
+    assert "ct_abdomen_label" in choices
+    assert st.labels.name not in choices  # the widget's own results are not offered for take-in
 
 
 def test_sample_ct_real_model(make_napari_viewer, qtbot):

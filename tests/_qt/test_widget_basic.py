@@ -3,26 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-import napari_limnet
-
-
-def wait_round(qtbot, widget, timeout=20000):
-    qtbot.waitUntil(lambda: not widget.running and not widget._restart, timeout=timeout)
-
-
-def reference(volume, spacing, prompts):
-    """Labels of a fresh Session given the same prompts, per object, in order."""
-    s = napari_limnet.Session(volume, spacing=spacing, model=object())
-    for group in prompts:
-        obj = s.new_object()
-        for p in group:
-            if p[0] == "click":
-                s.add_click(obj, p[1:4], positive=p[4])
-            else:
-                s.add_box(obj, p[1], p[2:6])
-        s.run(obj)
-    return s.labels()
+from helpers import reference, wait_round
 
 
 def test_dock_sets_up_layers(dock, volume):

@@ -165,6 +165,7 @@ class LimNetWidget(QWidget):
         self.negative = False
         self._syncing = False
         self._creating = False
+        self._own_labels: set[str] = set()  # names of the result layers this widget made
         self._worker: Any = None
         self._events_iter: Any = None
         self._round_obj: int | None = None
@@ -423,13 +424,14 @@ class LimNetWidget(QWidget):
         if self.state is not None and self.state.image.name in names:
             self.image_combo.setCurrentText(self.state.image.name)
         self.image_combo.blockSignals(False)
-        ours = {id(st.labels) for st in self.states.values()}
+        # by name: the plugin's viewer hands out proxies, so layer identities differ
+        ours = {st.labels.name for st in self.states.values()} | self._own_labels
         self.import_combo.clear()
         self.import_combo.addItems(
             [
                 lay.name
                 for lay in self.viewer.layers
-                if isinstance(lay, Labels) and id(lay) not in ours
+                if isinstance(lay, Labels) and lay.name not in ours
             ]
         )
 
@@ -550,6 +552,7 @@ class LimNetWidget(QWidget):
             labels = self.viewer.add_labels(
                 np.zeros(session.shape, np.uint16), name=f"{image.name} labels", **grid
             )
+            self._own_labels.add(labels.name)  # never offered for take-in
             shapes = self.viewer.add_shapes(
                 None,
                 ndim=image.ndim,
