@@ -51,6 +51,9 @@ class StageConfig:
     lr: float = 2e-3
     real_fraction: float = 0.3
     frames: int = 6  # memory stage stack length
+    # Options the shipped weights were trained without (their defaults reproduce them):
+    click_jitter: float = 2.0  # interaction: first-click noise on the interior distance (pixels)
+    empty_dice: bool = False  # memory: the Dice term also penalises masks past the object's end
 
 
 @dataclass
@@ -162,17 +165,19 @@ def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> 
 # --- losses ----------------------------------------------------------------------------------
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice over (B, 1, H, W); Dice is skipped for empty targets (stop slices).
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, empty_dice: bool = False) -> torch.Tensor:
+    """BCE + soft Dice over (B, 1, H, W).
 
-    (This is the loss the shipped weights were trained with.)
+    By default Dice is skipped for empty targets (stop slices), as for the shipped weights.
+    ``empty_dice`` counts them too: any area predicted past the object's end then costs nearly
+    a full Dice loss, which should teach propagation to stop instead of copying the mask on.
     """
     t = target.float()
     bce = F.binary_cross_entropy_with_logits(logits.float(), t)
     p = torch.sigmoid(logits.float())
     inter = (p * t).sum((1, 2, 3))
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
-    has = t.sum((1, 2, 3)) > 0
+    has = torch.ones_like(denom, dtype=torch.bool) if empty_dice else t.sum((1, 2, 3)) > 0
     d = 1 - (2 * inter + 1) / (denom + 1)
     dice = (d * has).sum() / has.sum().clamp_min(1)
     return bce + dice
@@ -195,7 +200,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     pts = torch.zeros(b, max_clicks, 2, device=dev)
     sign = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
     valid = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
-    pts[:, 0] = perturb.first_clicks(gt, g)
+    pts[:, 0] = perturb.first_clicks(gt, g, cfg.click_jitter)
     sign[:, 0] = True
     valid[:, 0] = True
     yy = torch.arange(CROP, device=dev, dtype=torch.float32)
@@ -289,7 +294,7 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
                 k, torch.stack([keys[j] for j in idx], 1), torch.stack([values[j] for j in idx], 1)
             )
             logits = mem.segment(readout, skips, prev)
-            losses.append(seg_loss(logits, tgt[:, i : i + 1]))
+            losses.append(seg_loss(logits, tgt[:, i : i + 1], cfg.empty_dice))
             prob = (logits.float() > 0).float().detach()  # binary, as at inference
             with torch.no_grad():
                 dices.append(perturb.dice(prob > 0.5, tgt[:, i : i + 1]).mean())
