@@ -86,8 +86,10 @@ def run_round(
         return m & ~b if b is not None else m
 
     starts = []
+    images = {}  # prompted slices, read once (lazy volumes)
     for z in sorted(prompts):
-        res = segment_slice(model, volume.slice(z), spacing_yx, prompts[z], current(z))
+        images[z] = volume.slice(z)
+        res = segment_slice(model, images[z], spacing_yx, prompts[z], current(z))
         final = without_blocked(z, res.mask)
         starts.append((z, final, res.norm))
     dirs = []
@@ -127,7 +129,7 @@ def run_round(
                 if old is None or not old.any():
                     break
                 yield z, np.zeros_like(old), total
-    memory_slices = {z: (volume.slice(z), m) for z, m, _ in starts if m.any()}
+    memory_slices = {z: (images[z], m) for z, m, _ in starts if m.any()}
     for zp in pinned:
         m = current(int(zp))
         if m is not None and m.any():
