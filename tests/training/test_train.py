@@ -339,3 +339,30 @@ def test_real_bank_without_a_large_structure() -> None:
     vol.labels[vol.labels == 1] = 0
     with pytest.raises(ValueError, match="large enough"):
         build_bank([vol], n=2, frames=3, size=32, seed=0)
+
+
+def test_export_takes_missing_stages_from_base(tmp_path):
+    """A fine-tuning run that trained one stage exports it over the base weights' other stages."""
+    from napari_limnet.engine.model import load_model, save_weights
+    from napari_limnet.engine.networks import LimNet
+    from napari_limnet.training.train import export
+
+    torch.manual_seed(0)
+    base_net = LimNet()
+    base = save_weights(
+        base_net, tmp_path / "base.pt", {"training": {"interaction": {"steps": 7}}}
+    )
+    tuned = LimNet().scorer
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": tuned.state_dict(), "step": 3, "elapsed": 1.0}, run / "scorer.ckpt")
+    out = export(run, tmp_path / "w.pt", base=base)
+    model = load_model(out, device="cpu")
+    for k, v in tuned.state_dict().items():
+        torch.testing.assert_close(model.net.scorer.state_dict()[k], v.half().float())
+    for k, v in base_net.interaction.state_dict().items():
+        torch.testing.assert_close(model.net.interaction.state_dict()[k], v.half().float())
+    assert model.meta["training"]["scorer"]["fine_tuned_from"] == "base.pt"
+    assert model.meta["training"]["interaction"]["steps"] == 7
+    with pytest.raises(FileNotFoundError):
+        export(run, tmp_path / "w2.pt")  # without base every stage is required

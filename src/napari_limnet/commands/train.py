@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         for s in stages:
             train_stage(cfg, s, progress=not args.no_progress)
     if args.export:
-        path = export(cfg.out, args.export, {"config": args.config or "train_cpu.json"})
+        path = export(
+            cfg.out, args.export, {"config": args.config or "train_cpu.json"}, cfg.init_weights
+        )
         print(f"weights written to {path}")
     return 0

@@ -477,14 +477,25 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     return ckpt
 
 
-def export(out: str | Path, weights: str | Path, meta: dict | None = None) -> Path:
-    """Combine ``<out>/<stage>.ckpt`` of all stages into one weights file for ``load_model``."""
-    from ..engine.model import save_weights
+def export(
+    out: str | Path, weights: str | Path, meta: dict | None = None, base: str | Path = ""
+) -> Path:
+    """Combine ``<out>/<stage>.ckpt`` of the stages into one weights file for ``load_model``.
 
-    net = LimNet()
-    steps = {}
+    A stage without a checkpoint in ``out`` is taken from the ``base`` weights file (a
+    fine-tuning run that trained only some stages); without ``base`` every stage is required.
+    """
+    from ..engine.model import load_model, save_weights
+
+    net = load_model(base, device="cpu").net if base else LimNet()
+    steps = dict(load_model(base, device="cpu").meta.get("training", {})) if base else {}
     for stage in STAGES:
-        saved = torch.load(Path(out) / f"{stage}.ckpt", map_location="cpu", weights_only=True)
+        path = Path(out) / f"{stage}.ckpt"
+        if not path.exists() and base:
+            continue
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         getattr(net, stage).load_state_dict(saved["model"])
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
+        if base:
+            steps[stage]["fine_tuned_from"] = Path(base).name
     return save_weights(net, weights, {"training": steps, **(meta or {})})
