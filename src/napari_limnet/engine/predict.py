@@ -101,13 +101,17 @@ def segment_slice(
         cy, cx = to_crop_coords(clicks[:, 0], clicks[:, 1], window, spacing_yx)
         pts = torch.tensor(np.stack([cy, cx], 1), dtype=torch.float32, device=dev)[None]
         sg = torch.tensor(signs, device=dev)[None]
+        by0, bx0 = to_crop_coords(boxes[:, 0], boxes[:, 1], window, spacing_yx)
+        by1, bx1 = to_crop_coords(boxes[:, 2], boxes[:, 3], window, spacing_yx)
+        if prev_full is not None:
+            pm = crop_slice(prev_full, window, spacing_yx, dev, is_mask=True)
+        else:
+            pm = torch.zeros(1, 1, CROP, CROP, device=dev)
         if signs.any():
             ref = _ref_region(np.stack([cy, cx], 1)[signs]).to(dev)
         elif prev_full is not None:
-            ref = crop_slice(prev_full, window, spacing_yx, dev, is_mask=True) > 0.5
+            ref = pm > 0.5
         else:  # a box alone: its centre region
-            by0, bx0 = to_crop_coords(boxes[:, 0], boxes[:, 1], window, spacing_yx)
-            by1, bx1 = to_crop_coords(boxes[:, 2], boxes[:, 3], window, spacing_yx)
             c = np.stack([(by0 + by1) / 2, (bx0 + bx1) / 2], 1)
             ref = _ref_region(c, radius=max(3.0, float(np.min(np.abs(by1 - by0))) / 4)).to(dev)
         stats = norm_stats(raw, ref)
@@ -115,16 +119,10 @@ def segment_slice(
         pos = click_maps(pts, sg)
         neg = click_maps(pts, ~sg)
         if len(boxes):
-            by0, bx0 = to_crop_coords(boxes[:, 0], boxes[:, 1], window, spacing_yx)
-            by1, bx1 = to_crop_coords(boxes[:, 2], boxes[:, 3], window, spacing_yx)
             bt = torch.tensor(np.stack([by0, bx0, by1, bx1], 1), dtype=torch.float32, device=dev)
             bmap = box_map(bt[None], torch.ones(1, len(boxes), dtype=torch.bool, device=dev))
         else:
             bmap = torch.zeros(1, 1, CROP, CROP, device=dev)
-        if prev_full is not None:
-            pm = crop_slice(prev_full, window, spacing_yx, dev, is_mask=True)
-        else:
-            pm = torch.zeros(1, 1, CROP, CROP, device=dev)
         logits = net(torch.cat([x_img, pos, neg, bmap, pm], 1))
         mask = _full_mask(logits, window, spacing_yx, shape)
         norm = IntensityNorm(*(float(v) for v in stats[0]))
