@@ -8,6 +8,7 @@ altered file is caught before torch reads it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ DEFAULT_WEIGHTS = "limnet_default.pt"
 # Fusion keeps a slice's previous mask only when the scorer is this sure it was better. At 0.5
 # the shipped scorer kept worse masks too often on real validation data (Dice@6 0.645 vs 0.672
 # at 0.95, 10 rounds, `limnet eval` on the validation split); a weights file may set its own.
-FUSION_THRESHOLD = 0.95
+FUSION_THRESHOLD = 0.95  # (weights whose scorer was fine-tuned on real rounds carry their own)
 
 
 class LimNetModel:
@@ -32,6 +33,9 @@ class LimNetModel:
         self.device = device
         self.meta = meta or {}
         self.fusion_threshold = float(self.meta.get("fusion_threshold", FUSION_THRESHOLD))
+        # Training only: called with (old, new, x, prev, new_crop, probability) at every fusion
+        # decision, to collect the scorer's real inputs (training.round_pairs).
+        self.fusion_probe: Callable[..., None] | None = None
 
     def __repr__(self) -> str:
         return f"LimNetModel(device={self.device}, weights={self.meta.get('name', '?')})"

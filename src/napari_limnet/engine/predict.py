@@ -232,5 +232,8 @@ class Propagator:
         x = normalise(raw, self.stats)
         po = crop_slice(old.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
         pn = crop_slice(new.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
-        logit = self.model.net.scorer(x, (po > 0.5).float(), (pn > 0.5).float())
-        return float(torch.sigmoid(logit)[0]) > self.model.fusion_threshold
+        po, pn = (po > 0.5).float(), (pn > 0.5).float()
+        prob = float(torch.sigmoid(self.model.net.scorer(x, po, pn))[0])
+        if self.model.fusion_probe is not None:
+            self.model.fusion_probe(old, new, x, po, pn, prob)
+        return prob > self.model.fusion_threshold

@@ -43,8 +43,13 @@ def build_bank(
     seed: int,
     device: torch.device | str = "cpu",
     min_voxels: int = 150,
+    end_fraction: float = 0.0,
 ) -> RealBank:
-    """``n`` random stacks (see the module docstring) from ``volumes``."""
+    """``n`` random stacks (see the module docstring) from ``volumes``.
+
+    ``end_fraction`` of the stacks are placed so that the structure ends inside the stack
+    (after frame 1), with empty slices after its end: propagation must learn to stop there.
+    """
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
     prepared = []
@@ -75,6 +80,14 @@ def build_bank(
         p = np.sqrt(area)
         z = int(rng.choice(len(area), p=p / p.sum()))
         step = 1 if rng.random() < 0.5 else -1
+        if rng.random() < end_fraction:  # start 1..frames-2 slices before the last one
+            nz = np.nonzero(area >= 1)[0]
+            last = int(nz.max()) if step == 1 else int(nz.min())
+            z = last - step * int(rng.integers(1, max(2, frames - 1)))
+            if not (0 <= z < len(area) and 0 <= z + step * (frames - 1) < len(area)):
+                continue  # (never turned round: the stack must run past the end)
+            if area[z] < 4:
+                continue
         if not 0 <= z + step * (frames - 1) < len(area):
             step = -step
             if not 0 <= z + step * (frames - 1) < len(area):

@@ -54,6 +54,14 @@ class StageConfig:
     # Options the shipped weights were trained without (their defaults reproduce them):
     click_jitter: float = 2.0  # interaction: first-click noise on the interior distance (pixels)
     empty_dice: bool = False  # memory: the Dice term also penalises masks past the object's end
+    end_fraction: float = 0.0  # memory: share of real stacks in which the object ends
+    prev_erode: int = 0  # memory: the guiding mask is eroded by 0..prev_erode pixels per sample
+    # scorer: also learn from the fusion decisions of simulated rounds on this many real
+    # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
+    # objects are held out to choose the fusion threshold stored with the weights
+    round_pairs: int = 0
+    pair_rounds: int = 8
+    pair_fraction: float = 0.5  # share of each batch taken from those pairs
 
 
 @dataclass
@@ -98,6 +106,7 @@ class Batches:
 
     def __init__(self, bank: RealBank | None, seed: int, device: torch.device) -> None:
         self.bank = bank
+        self.pairs = None  # scorer stage: PairBank of real fusion decisions, if any
         self.device = device
         self.g = torch.Generator(device=device).manual_seed(seed)
 
@@ -281,6 +290,20 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     stats = norm_stats(img[:, :1], perturb.erode(first.float(), 1) > 0)
     frames = [normalise(img[:, i : i + 1], stats) for i in range(t)]
     losses, dices = [], []
+    # inference erodes the guiding mask by PREV_ERODE pixels; train for 0..prev_erode of it
+    n_erode = (
+        torch.randint(0, cfg.prev_erode + 1, (b,), generator=g, device=img.device)
+        if cfg.prev_erode
+        else None
+    )
+
+    def guide(m: torch.Tensor) -> torch.Tensor:
+        out = m
+        for i in range(cfg.prev_erode):  # (no draws when 0: the defaults' RNG order is kept)
+            e = -F.max_pool2d(-out, 3, stride=1, padding=1)
+            out = torch.where((n_erode > i)[:, None, None, None], e, out)  # type: ignore[operator]
+        return out
+
     with amp():
         k0, f0 = mem.encode_key(frames[0])
         keys = [k0]
@@ -293,7 +316,7 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
             readout = mem.read_memory(
                 k, torch.stack([keys[j] for j in idx], 1), torch.stack([values[j] for j in idx], 1)
             )
-            logits = mem.segment(readout, skips, prev)
+            logits = mem.segment(readout, skips, guide(prev))
             losses.append(seg_loss(logits, tgt[:, i : i + 1], cfg.empty_dice))
             prob = (logits.float() > 0).float().detach()  # binary, as at inference
             with torch.no_grad():
@@ -324,8 +347,19 @@ def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     label = (dp > dn).float()
     weight = ((dp - dn).abs() > 0.01).float()
     stats = norm_stats(raw, perturb.erode(gt.float(), 1) > 0)
+    x = normalise(raw, stats)
+    prev, new = prev.float(), new.float()
+    if data.pairs is not None and cfg.pair_fraction > 0:
+        n = max(1, int(round(b * cfg.pair_fraction)))
+        i = torch.randint(len(data.pairs), (n,), generator=g, device=raw.device).cpu()
+        gain = data.pairs.gain[i].to(raw.device)
+        x = torch.cat([x, data.pairs.x[i].to(x)])
+        prev = torch.cat([prev, data.pairs.prev[i].to(prev)])
+        new = torch.cat([new, data.pairs.new[i].to(new)])
+        label = torch.cat([label, (gain > 0).float()])
+        weight = torch.cat([weight, (gain.abs() > 0.01).float()])
     with amp():
-        logit = net(normalise(raw, stats), prev.float(), new.float())
+        logit = net(x, prev, new)
     loss = (
         F.binary_cross_entropy_with_logits(logit.float(), label, reduction="none") * weight
     ).sum()
@@ -389,8 +423,19 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     if cfg.cases and scfg.real_fraction > 0:
         vols = load_training_volumes(cfg.cases, cfg.split)
         frames = max(scfg.frames, 1)
-        bank = build_bank(vols, cfg.real_bank, frames, CROP, cfg.seed + 1000 * rank, device)
+        bank = build_bank(
+            vols,
+            cfg.real_bank,
+            frames,
+            CROP,
+            cfg.seed + 1000 * rank,
+            device,
+            end_fraction=scfg.end_fraction,
+        )
     data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
+    held_out = None
+    if stage == "scorer" and scfg.round_pairs > 0:
+        data.pairs, held_out = _round_pairs(cfg, scfg, out)
     if device.type == "cuda":
 
         def amp():
@@ -411,7 +456,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             return step / scfg.steps
         return (time.time() - t_start) / max(scfg.seconds, 1e-6)
 
-    def save() -> None:
+    def save(extra: dict | None = None) -> None:
         if rank == 0:
             tmp = ckpt.with_suffix(".tmp")
             torch.save(
@@ -421,6 +466,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
                     "step": step,
                     "elapsed": time.time() - t_start,
                     "config": asdict(cfg),
+                    **(extra or {}),
                 },
                 tmp,
             )
@@ -469,12 +515,64 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         if time.time() - last_ckpt > cfg.checkpoint_every:
             save()
             last_ckpt = time.time()
-    save()
+    extra = {}
+    if held_out is not None and len(held_out):
+        extra = _choose_threshold(net, held_out, device)
+        if log:
+            log.write(json.dumps({"step": step, **extra}) + "\n")
+            log.flush()
+    save(extra)
     if progress and rank == 0:
         print(file=sys.stderr)
     if world > 1:
         dist.barrier()
     return ckpt
+
+
+def _round_pairs(cfg: TrainConfig, scfg: StageConfig, out: Path):
+    """The scorer's real pairs (collected once per run folder), split by object into
+    training pairs and the held-out pairs that choose the fusion threshold."""
+    from .round_pairs import PairBank, collect_round_pairs
+
+    if not cfg.init_weights or not cfg.cases:
+        raise ValueError("round_pairs needs init_weights (the networks to simulate) and cases")
+    cache = out / "round_pairs.pt"
+    if cache.exists():
+        bank = PairBank(**torch.load(cache, weights_only=True))
+    else:
+        from ..engine.model import load_model
+
+        model = load_model(cfg.init_weights, device="cpu")
+        vols = load_training_volumes(cfg.cases, cfg.split)
+        bank = collect_round_pairs(
+            model, vols, scfg.round_pairs, scfg.pair_rounds, cfg.seed, log=print
+        )
+        torch.save(bank.__dict__, cache)
+    held = bank.group % 5 == 4
+    return bank.subset(~held), bank.subset(held)
+
+
+@torch.no_grad()
+def _choose_threshold(net: nn.Module, pairs, device: torch.device) -> dict:
+    """Fusion threshold maximising the held-out pairs' Dice gain (see ``round_pairs``)."""
+    from .round_pairs import best_threshold
+
+    net.eval()
+    probs = []
+    for i in range(0, len(pairs), 256):
+        sl = slice(i, i + 256)
+        x = pairs.x[sl].to(device).float()
+        logit = net(x, pairs.prev[sl].to(device).float(), pairs.new[sl].to(device).float())
+        probs.append(torch.sigmoid(logit.float()).cpu())
+    net.train()
+    prob = torch.cat(probs)
+    t, gain = best_threshold(prob, pairs.gain)
+    oracle = float(pairs.gain.clamp_min(0).mean())
+    return {
+        "fusion_threshold": t,
+        "held_out_gain": round(gain, 5),
+        "oracle_gain": round(oracle, 5),
+    }
 
 
 def export(
@@ -488,7 +586,9 @@ def export(
     from ..engine.model import load_model, save_weights
 
     net = load_model(base, device="cpu").net if base else LimNet()
-    steps = dict(load_model(base, device="cpu").meta.get("training", {})) if base else {}
+    base_meta = load_model(base, device="cpu").meta if base else {}
+    steps = dict(base_meta.get("training", {}))
+    extra = {k: base_meta[k] for k in ("fusion_threshold",) if k in base_meta}
     for stage in STAGES:
         path = Path(out) / f"{stage}.ckpt"
         if not path.exists() and base:
@@ -498,4 +598,6 @@ def export(
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
         if base:
             steps[stage]["fine_tuned_from"] = Path(base).name
-    return save_weights(net, weights, {"training": steps, **(meta or {})})
+        if "fusion_threshold" in saved:  # chosen on held-out real rounds (scorer stage)
+            extra["fusion_threshold"] = float(saved["fusion_threshold"])
+    return save_weights(net, weights, {"training": steps, **extra, **(meta or {})})

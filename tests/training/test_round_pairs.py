@@ -1,0 +1,105 @@
+"""Options of the fine-tuning run: stacks crossing the object's end, the eroded guide, and the
+scorer's pairs from real simulated rounds (collection, threshold, the scorer stage, export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_limnet.engine.model import default_weights_path, load_model
+from napari_limnet.training import train as T
+from napari_limnet.training.real_bank import LabelledVolume, build_bank
+from napari_limnet.training.round_pairs import best_threshold, collect_round_pairs
+
+torch.set_num_threads(2)
+
+
+def _volume(seed: int = 0) -> LabelledVolume:
+    """A low-contrast ellipsoid beside a touching one of the same brightness: one click is
+    not enough, so rounds 2+ meet fusion decisions."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:14, :64, :64]
+    a = ((z - 7) / 6.0) ** 2 + ((y - 30) / 14.0) ** 2 + ((x - 26) / 10.0) ** 2 <= 1
+    b = ((z - 6) / 5.0) ** 2 + ((y - 34) / 9.0) ** 2 + ((x - 44) / 9.0) ** 2 <= 1
+    img = rng.normal(0.0, 12.0, a.shape).astype(np.float32)
+    img[a | b] += 40.0
+    lab = np.zeros(a.shape, np.int16)
+    lab[a] = 1
+    lab[b & ~a] = 2
+    return LabelledVolume(img, lab, (4.0, 1.0, 1.0), f"pair{seed}")
+
+
+def test_stacks_cross_the_object_end() -> None:
+    vol = _volume()
+    bank = build_bank([vol], n=12, frames=4, size=32, seed=1, end_fraction=1.0, min_voxels=100)
+    assert (bank.target[:, 0].sum((1, 2)) >= 4).all()
+    # the structure ends inside every stack: its last frame is empty
+    assert (bank.target[:, -1].sum((1, 2)) == 0).all()
+    plain = build_bank([vol], n=12, frames=4, size=32, seed=1, min_voxels=100)
+    assert (plain.target[:, -1].sum((1, 2)) > 0).any()
+
+
+def test_memory_step_with_eroded_guide_and_empty_dice() -> None:
+    net = T.LimNet().memory
+    data = T.Batches(None, 0, torch.device("cpu"))
+    cfg = T.StageConfig(batch=3, frames=3, real_fraction=0.0, empty_dice=True, prev_erode=2)
+    out = T._memory_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+
+
+def test_best_threshold() -> None:
+    prob = torch.tensor([0.99, 0.97, 0.9, 0.6, 0.2])
+    gain = torch.tensor([0.3, 0.2, -0.4, 0.1, -0.5])
+    t, g = best_threshold(prob, gain)
+    assert 0.9 <= t < 0.97  # keep the two sure ones, not the 0.9 that loses
+    assert g == pytest.approx(0.5 / 5)
+    t, g = best_threshold(prob, -gain.abs())  # keeping never helps
+    assert t > 1.0 and g == 0.0
+
+
+def test_collect_round_pairs_records_real_decisions() -> None:
+    model = load_model(device="cpu")
+    threshold = model.fusion_threshold
+    bank = collect_round_pairs(model, [_volume(0), _volume(1)], n_objects=3, rounds=5, seed=0)
+    assert len(bank) > 0
+    assert bank.x.shape[1:] == (2, 128, 128) and bank.x.dtype == torch.float16
+    assert bank.prev.shape == bank.new.shape == (len(bank), 1, 128, 128)
+    assert bank.prev.dtype == torch.bool
+    assert ((bank.gain >= -1) & (bank.gain <= 1)).all()
+    assert not torch.equal(bank.prev, bank.new)
+    # the model is left as it was
+    assert model.fusion_threshold == threshold and model.fusion_probe is None
+
+
+def test_scorer_stage_on_round_pairs_stores_a_threshold(tmp_path: Path) -> None:
+    data = tmp_path / "vols"
+    data.mkdir()
+    for s in range(3):
+        v = _volume(s)
+        np.savez(data / f"v{s}.npz", image=v.image, labels=v.labels, spacing=np.array(v.spacing))
+    cfg = T.TrainConfig(
+        out=str(tmp_path / "run"),
+        device="cpu",
+        threads=2,
+        cases=str(data),
+        init_weights=str(default_weights_path()),
+        checkpoint_every=1e9,
+    )
+    cfg.stages["scorer"] = T.StageConfig(
+        steps=2, batch=4, real_fraction=0.0, round_pairs=5, pair_rounds=4
+    )
+    ckpt = torch.load(T.train_stage(cfg, "scorer", progress=False), weights_only=True)
+    assert "fusion_threshold" in ckpt
+    assert (tmp_path / "run" / "round_pairs.pt").exists()  # a resumed run does not recollect
+    w = T.export(tmp_path / "run", tmp_path / "w.pt", base=default_weights_path())
+    assert load_model(w, device="cpu").fusion_threshold == pytest.approx(ckpt["fusion_threshold"])
+
+
+def test_round_pairs_need_init_weights(tmp_path: Path) -> None:
+    cfg = T.TrainConfig(out=str(tmp_path / "run"), device="cpu", cases=str(tmp_path))
+    cfg.stages["scorer"] = T.StageConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
+    with pytest.raises(ValueError, match="init_weights"):
+        T.train_stage(cfg, "scorer", progress=False)
