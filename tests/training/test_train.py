@@ -296,6 +296,27 @@ def test_limnet_train_all_and_export(tmp_path: Path, capsys) -> None:
     assert Path(str(weights) + ".sha256").is_file()
 
 
+def test_limnet_train_some_stages_from_base_weights(tmp_path: Path) -> None:
+    """A fine-tuning run: two stages in parallel processes, the third from the base weights."""
+    torch.manual_seed(1)
+    base_net = LimNet()
+    base = model_mod.save_weights(base_net, tmp_path / "base.pt", {"training": {}})
+    cfg = _write_config(tmp_path / "tiny.json", tmp_path / "run", steps=1, batch=2)
+    weights = tmp_path / "W.pt"
+    args = ["train", "--config", str(cfg), "--stage", "interaction,scorer", "--parallel"]
+    args += ["--init-weights", str(base), "--export", str(weights), "--no-progress"]
+    assert cli.main(args) == 0
+    assert not (tmp_path / "run" / "memory.ckpt").exists()
+    m = model_mod.load_model(weights, device="cpu")
+    assert set(m.meta["training"]) == {"interaction", "scorer"}
+    assert m.meta["training"]["scorer"]["fine_tuned_from"] == "base.pt"
+    for k, v in base_net.memory.state_dict().items():
+        torch.testing.assert_close(m.net.memory.state_dict()[k], v.half().float())
+    tuned = torch.load(tmp_path / "run" / "interaction.ckpt", weights_only=True)["model"]
+    k = next(iter(tuned))
+    assert not torch.equal(tuned[k].half(), base_net.interaction.state_dict()[k].half())
+
+
 def test_limnet_train_bad_stage(tmp_path: Path, capsys) -> None:
     cfg = _write_config(tmp_path / "tiny.json", tmp_path / "run", steps=1, batch=2)
     assert cli.main(["train", "--config", str(cfg), "--stage", "decoder"]) == 2

@@ -1,12 +1,14 @@
 """``limnet train``: train the networks from a JSON config (see ``training.train``).
 
-    limnet train --config CONFIG.json [--stage interaction|memory|scorer|all]
+    limnet train --config CONFIG.json [--stage interaction|memory|scorer|all|A,B]
                  [--parallel] [--export WEIGHTS.pt] [--cases CASES] [--out DIR]
+                 [--init-weights BASE.pt]
 
-``all`` runs the stages one after the other; ``--parallel`` starts them as separate
+``all`` (or a comma list) runs the stages one after the other; ``--parallel`` starts them as separate
 processes (they share one GPU well, the networks being small). A stage whose checkpoint
 exists in ``out`` resumes from it. ``--export`` writes the weights file ``load_model``
-reads. Under ``torchrun`` each stage trains with DistributedDataParallel.
+reads; with ``init_weights`` (a fine-tuning run) the stages it did not train are taken from
+those weights. Under ``torchrun`` each stage trains with DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="", help="JSON config (default: the packaged CPU config)")
-    p.add_argument("--stage", default="all", help="interaction, memory, scorer or all")
+    p.add_argument(
+        "--stage", default="all", help="interaction, memory, scorer, all, or a comma list"
+    )
     p.add_argument("--parallel", action="store_true", help="run the stages as parallel processes")
     p.add_argument("--export", default="", help="write the combined weights file here at the end")
     p.add_argument(
@@ -40,6 +44,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default=None, help="run folder (overrides config)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps or auto (overrides config)")
+    p.add_argument(
+        "--init-weights", default=None, help="weights to fine-tune from (overrides config)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -55,6 +62,8 @@ def _config(args: argparse.Namespace):
         cfg.out = args.out
     if args.device is not None:
         cfg.device = args.device
+    if args.init_weights is not None:
+        cfg.init_weights = args.init_weights
     return cfg
 
 
@@ -62,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.train import STAGES, export, train_stage
 
     cfg = _config(args)
-    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    stages = list(STAGES) if args.stage == "all" else args.stage.split(",")
     for s in stages:
         if s not in STAGES:
             raise ValueError(f"unknown stage {s!r}; use one of {', '.join(STAGES)} or all")
@@ -70,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         procs = []
         for s in stages:
             cmd = [sys.executable, "-m", "napari_limnet.training", "--stage", s, "--no-progress"]
-            for flag in ("config", "cases", "out", "device"):
+            for flag in ("config", "cases", "out", "device", "init_weights"):
                 val = getattr(args, flag)
                 if val:
-                    cmd += [f"--{flag}", val]
+                    cmd += [f"--{flag.replace('_', '-')}", val]
             Path(cfg.out).mkdir(parents=True, exist_ok=True)
             log = open(Path(cfg.out) / f"{s}.stdout", "w")  # noqa: SIM115 (closed on exit)
             procs.append((s, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
