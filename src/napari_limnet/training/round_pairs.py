@@ -56,14 +56,20 @@ def collect_round_pairs(
     from ..engine.session import Session
 
     rng = np.random.default_rng(seed)
-    objects = []
+    per_volume = []
     for vi, v in enumerate(volumes):
-        for value in np.unique(v.labels):
-            if value != 0 and object_is_usable(v.labels == value):
-                objects.append((vi, int(value)))
-    if not objects:
+        values = [int(a) for a in np.unique(v.labels) if a != 0]
+        usable = [a for a in values if object_is_usable(v.labels == a)]
+        if usable:
+            per_volume.append([(vi, a) for a in rng.permutation(usable).tolist()])
+    if not per_volume:
         raise ValueError("no labelled structure to simulate rounds on")
-    picked = [objects[i] for i in rng.permutation(len(objects))[:n_objects]]
+    # round robin over the label maps, so atlases with hundreds of labels do not dominate
+    picked = []
+    while len(picked) < n_objects and any(per_volume):
+        for k in rng.permutation(len(per_volume)).tolist():
+            if per_volume[k] and len(picked) < n_objects:
+                picked.append(per_volume[k].pop())
     xs, prevs, news, gains, groups = [], [], [], [], []
     pending: list[tuple] = []
     saved_threshold, saved_probe = model.fusion_threshold, model.fusion_probe
