@@ -387,3 +387,46 @@ def test_export_takes_missing_stages_from_base(tmp_path):
     assert model.meta["training"]["interaction"]["steps"] == 7
     with pytest.raises(FileNotFoundError):
         export(run, tmp_path / "w2.pt")  # without base every stage is required
+
+
+def test_training_logs_validation_dice(tmp_path: Path) -> None:
+    """With ``validate_every``, the log gets val_* records on stacks of the validation cases."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for cid in ("tr", "va"):
+        img = rng.normal(0, 10, (40, 40, 12)).astype(np.float32)
+        lab = np.zeros(img.shape, np.uint8)
+        lab[10:30, 12:28, 2:10] = 1
+        img[lab > 0] += 100
+        for name, arr in (("image", img), ("label", lab)):
+            nib.save(
+                nib.Nifti1Image(arr, np.diag([1.0, 1.0, 3.0, 1.0])),
+                tmp_path / f"{cid}_{name}.nii.gz",
+            )
+        cases.append(
+            {"id": cid, "image": f"{cid}_image.nii.gz", "labels": {"label": f"{cid}_label.nii.gz"}}
+        )
+    (tmp_path / "cases.json").write_text(json.dumps({"cases": cases}))
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["tr"], "validation": ["va"]}))
+    cfg = T.TrainConfig(
+        out=str(tmp_path / "run"),
+        device="cpu",
+        threads=2,
+        cases=str(tmp_path / "cases.json"),
+        split=str(tmp_path / "split.json"),
+        real_bank=8,
+        checkpoint_every=1e9,
+        validate_every=1e-9,
+        val_stacks=16,
+    )
+    cfg.stages["interaction"] = T.StageConfig(steps=2, batch=4, real_fraction=0.5)
+    T.train_stage(cfg, "interaction", progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "run" / "interaction.log.jsonl").open()]
+    vals = [r for r in recs if "val_dice" in r]
+    assert len(vals) == 3  # after steps 1 and 2, and at the end
+    assert all(0.0 <= r["val_dice"] <= 1.0 and r["val_loss"] > 0 for r in vals)
+    assert vals[-1]["step"] == 2
+    # the same fixed stacks and clicks: the last two records (same weights) agree
+    assert vals[-1]["val_dice"] == vals[-2]["val_dice"]

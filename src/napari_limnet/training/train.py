@@ -75,6 +75,11 @@ class TrainConfig:
     real_bank: int = 2000  # number of real stacks to cut
     init_weights: str = ""  # start from this weights file (fine-tuning); "" = random init
     checkpoint_every: float = 60.0  # seconds
+    # every this many seconds (and at the end) the stage's loss and Dice / accuracy on fixed
+    # stacks cut from the split's validation cases are logged as val_*; 0 = never. Needs a
+    # cases.json (a folder of .npz training volumes has no validation cases).
+    validate_every: float = 0.0
+    val_stacks: int = 64
     stages: dict[str, StageConfig] = field(
         default_factory=lambda: {s: StageConfig() for s in STAGES}
     )
@@ -133,8 +138,6 @@ def load_training_volumes(cases: str, split: str = "") -> list[LabelledVolume]:
     ``cases`` is a ``cases.json``, or a folder of ``.npz`` volumes written by
     ``export_training_volumes`` (for machines without the NIfTI readers).
     """
-    from .real_data import SharedCases, load_split
-
     if Path(cases).is_dir() and not (Path(cases) / "cases.json").exists():
         out = []
         for f in sorted(Path(cases).glob("*.npz")):
@@ -145,10 +148,16 @@ def load_training_volumes(cases: str, split: str = "") -> list[LabelledVolume]:
             raise ValueError(f"no .npz training volumes in {cases}")
         return out
 
+    return _case_volumes(cases, split, "train")
+
+
+def _case_volumes(cases: str, split: str, purpose: str) -> list[LabelledVolume]:
+    from .real_data import SharedCases, load_split
+
     source = SharedCases(cases, load_split(split or None))
     out = []
-    for cid in source.case_ids("train"):
-        case = source.load_case(cid, purpose="train")
+    for cid in source.case_ids(purpose):  # type: ignore[arg-type]
+        case = source.load_case(cid, purpose=purpose)  # type: ignore[arg-type]
         for name, lab in case.labels.items():
             out.append(LabelledVolume(case.image, lab, case.spacing, f"{cid}/{name}"))
     return out
@@ -376,6 +385,51 @@ STEP = {"interaction": _interaction_step, "memory": _memory_step, "scorer": _sco
 # --- the loop --------------------------------------------------------------------------------
 
 
+class _FixedBatches(Batches):
+    """The validation stacks in order, no synthetic ones, no flips: the same data every time."""
+
+    def __init__(self, bank: RealBank, device: torch.device) -> None:
+        super().__init__(bank, 0, device)
+        self._next = 0
+
+    def get(self, batch: int, frames: int, real_fraction: float):
+        idx = (torch.arange(batch) + self._next) % len(self.bank)
+        self._next += batch
+        idx = idx.to(self.bank.image.device)
+        return self.bank.image[idx, :frames].float(), self.bank.target[idx, :frames]
+
+
+def _validation_bank(cfg: TrainConfig, scfg: StageConfig, device: torch.device):
+    if cfg.validate_every <= 0 or not cfg.cases:
+        return None
+    if Path(cfg.cases).is_dir() and not (Path(cfg.cases) / "cases.json").exists():
+        return None
+    vols = _case_volumes(cfg.cases, cfg.split, "validation")
+    if not vols:
+        return None
+    return build_bank(vols, cfg.val_stacks, max(scfg.frames, 1), CROP, 12345, device)
+
+
+@torch.no_grad()
+def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp) -> dict:
+    """The stage's own step (same clicks, rounds and losses, from a fixed seed) on ``bank``."""
+    data = _FixedBatches(bank, bank.image.device)
+    net.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for _ in range(max(1, len(bank) // 16)):
+        out = STEP[stage](net, data, StageConfig(**{**asdict(scfg), "batch": 16}), amp)
+        if not out:
+            continue
+        n += 1
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + (
+                float(v) if not torch.is_tensor(v) else float(v.detach())
+            )
+    net.train()
+    return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
+
+
 def _ddp() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -433,6 +487,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             end_fraction=scfg.end_fraction,
         )
     data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
+    val_bank = _validation_bank(cfg, scfg, device) if rank == 0 else None
+    last_val = time.time()
     held_out = None
     if stage == "scorer" and scfg.round_pairs > 0:
         data.pairs, held_out = _round_pairs(cfg, scfg, out)
@@ -512,9 +568,14 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
                     file=sys.stderr,
                     flush=True,
                 )
+        if val_bank is not None and time.time() - last_val > cfg.validate_every:
+            _log_validation(log, net, stage, val_bank, scfg, amp, step, t_start, progress)
+            last_val = time.time()
         if time.time() - last_ckpt > cfg.checkpoint_every:
             save()
             last_ckpt = time.time()
+    if val_bank is not None:
+        _log_validation(log, net, stage, val_bank, scfg, amp, step, t_start, progress)
     extra = {}
     if held_out is not None and len(held_out):
         extra = _choose_threshold(net, held_out, device)
@@ -527,6 +588,20 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     if world > 1:
         dist.barrier()
     return ckpt
+
+
+def _log_validation(log, net, stage, bank, scfg, amp, step, t_start, progress) -> None:
+    rec = {
+        "step": step,
+        "t": round(time.time() - t_start, 1),
+        **_validate(net, stage, bank, scfg, amp),
+    }
+    if log:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+    if progress:
+        vals = " ".join(f"{k}={v:.3f}" for k, v in rec.items() if k.startswith("val_"))
+        print(f"\n[{stage}] step {step} validation: {vals}", file=sys.stderr, flush=True)
 
 
 def _round_pairs(cfg: TrainConfig, scfg: StageConfig, out: Path):
