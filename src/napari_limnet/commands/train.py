@@ -4,8 +4,8 @@
                  [--parallel] [--export WEIGHTS.pt] [--cases CASES] [--out DIR]
                  [--init-weights BASE.pt]
 
-``all`` (or a comma list) runs the stages one after the other; ``--parallel`` starts them as separate
-processes (they share one GPU well, the networks being small). A stage whose checkpoint
+``all`` (or a comma list) runs the stages one after the other; ``--parallel`` starts them as
+separate processes (they share one GPU well, the networks being small). A stage whose checkpoint
 exists in ``out`` resumes from it. ``--export`` writes the weights file ``load_model``
 reads; with ``init_weights`` (a fine-tuning run) the stages it did not train are taken from
 those weights. Under ``torchrun`` each stage trains with DistributedDataParallel.

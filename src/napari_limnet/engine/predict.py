@@ -21,6 +21,7 @@ from .preprocess import (
     crop_slice,
     norm_stats,
     normalise,
+    shrink_mask,
     stats_of,
     to_crop_coords,
     uncrop_logits,
@@ -216,9 +217,7 @@ class Propagator:
         mvals = torch.stack([v for _, v in mem], 1)
         readout = self.net.read_memory(key, mkeys, mvals)
         pm = crop_slice(prev.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
-        for _ in range(PREV_ERODE):
-            pm = -torch.nn.functional.max_pool2d(-pm, 3, stride=1, padding=1)
-        logits = self.net.segment(readout, skips, pm)
+        logits = self.net.segment(readout, skips, shrink_mask(pm, PREV_ERODE))
         return _full_mask(logits, window, self.spacing_yx, prev.shape)
 
     def prefer_previous(self, image: np.ndarray, old: np.ndarray, new: np.ndarray) -> bool:

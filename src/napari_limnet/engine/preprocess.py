@@ -198,6 +198,14 @@ def stats_of(norm: IntensityNorm, device: torch.device | str = "cpu") -> torch.T
 # --- prompts ---------------------------------------------------------------------------------
 
 
+def shrink_mask(mask: torch.Tensor, pixels: int = 1) -> torch.Tensor:
+    """Erode (B, 1, H, W) float masks by ``pixels`` 3 x 3 steps; outside the crop counts as
+    inside, so a mask that fills the window is not cut at its edge."""
+    for _ in range(pixels):
+        mask = -F.max_pool2d(-mask, 3, stride=1, padding=1)
+    return mask
+
+
 def click_maps(points: torch.Tensor, valid: torch.Tensor, size: int = CROP) -> torch.Tensor:
     """Gaussian disks: points (B, K, 2) in crop pixels (y, x), valid (B, K) -> (B, 1, S, S)."""
     dev = points.device

@@ -84,9 +84,8 @@ def build_bank(
             nz = np.nonzero(area >= 1)[0]
             last = int(nz.max()) if step == 1 else int(nz.min())
             z = last - step * int(rng.integers(1, max(2, frames - 1)))
-            if not (0 <= z < len(area) and 0 <= z + step * (frames - 1) < len(area)):
-                continue  # (never turned round: the stack must run past the end)
-            if area[z] < 4:
+            inside = 0 <= z < len(area) and 0 <= z + step * (frames - 1) < len(area)
+            if not inside or area[z] < 4:  # (never turned round: it must run past the end)
                 continue
         if not 0 <= z + step * (frames - 1) < len(area):
             step = -step

@@ -38,11 +38,6 @@ class PairBank:
         )
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(a & b)) / s
-
-
 def collect_round_pairs(
     model,
     volumes: list[LabelledVolume],
@@ -54,6 +49,7 @@ def collect_round_pairs(
     """Run ``rounds`` simulated clicks on ``n_objects`` random labelled structures of ``volumes``
     and return every fusion decision met on the way (rounds 2 and later)."""
     from ..engine.session import Session
+    from ..evaluation import dice
 
     rng = np.random.default_rng(seed)
     per_volume = []
@@ -64,7 +60,7 @@ def collect_round_pairs(
             per_volume.append([(vi, a) for a in rng.permutation(usable).tolist()])
     if not per_volume:
         raise ValueError("no labelled structure to simulate rounds on")
-    # round robin over the label maps, so atlases with hundreds of labels do not dominate
+    # one object per label map in turn, so atlases with hundreds of labels do not dominate
     picked = []
     while len(picked) < n_objects and any(per_volume):
         for k in rng.permutation(len(per_volume)).tolist():
@@ -92,7 +88,7 @@ def collect_round_pairs(
                     if pending:  # the decision just made was for this event's slice
                         old, new, x, po, pn = pending.pop()
                         pending.clear()
-                        gain = _dice(old, gt[ev.z]) - _dice(new, gt[ev.z])
+                        gain = dice(old, gt[ev.z]) - dice(new, gt[ev.z])
                         xs.append(x.half().cpu())
                         prevs.append(po.bool().cpu())
                         news.append(pn.bool().cpu())

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.networks import CROP, LimNet
-from ..engine.preprocess import click_maps, norm_stats, normalise
+from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
 from .real_bank import LabelledVolume, RealBank, build_bank
 from .synthetic import generate
@@ -309,7 +309,7 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     def guide(m: torch.Tensor) -> torch.Tensor:
         out = m
         for i in range(cfg.prev_erode):  # (no draws when 0: the defaults' RNG order is kept)
-            e = -F.max_pool2d(-out, 3, stride=1, padding=1)
+            e = shrink_mask(out)  # the engine's erosion (predict.PREV_ERODE)
             out = torch.where((n_erode > i)[:, None, None, None], e, out)  # type: ignore[operator]
         return out
 
@@ -414,18 +414,17 @@ def _validation_bank(cfg: TrainConfig, scfg: StageConfig, device: torch.device):
 def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp) -> dict:
     """The stage's own step (same clicks, rounds and losses, from a fixed seed) on ``bank``."""
     data = _FixedBatches(bank, bank.image.device)
+    vcfg = replace(scfg, batch=16)
     net.eval()
     sums: dict[str, float] = {}
     n = 0
-    for _ in range(max(1, len(bank) // 16)):
-        out = STEP[stage](net, data, StageConfig(**{**asdict(scfg), "batch": 16}), amp)
+    for _ in range(max(1, len(bank) // vcfg.batch)):
+        out = STEP[stage](net, data, vcfg, amp)
         if not out:
             continue
         n += 1
         for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + (
-                float(v) if not torch.is_tensor(v) else float(v.detach())
-            )
+            sums[k] = sums.get(k, 0.0) + float(v)
     net.train()
     return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
 
