@@ -72,6 +72,30 @@ def test_new_prompt_restarts_round(dock, qtbot, fake_engine, volume):
     np.testing.assert_array_equal(st.labels.data, ref)
 
 
+class _Ticks:
+    """A 10 ms Qt timer recording the time between its ticks: how long the event loop was
+    blocked. ``mark`` restarts the clock; ``stop`` stops the timer, returns the worst gap in ms."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self.mark()
+        self.timer = QTimer()
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(10)
+
+    def mark(self) -> None:
+        self._last = time.perf_counter()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return max(self.gaps) * 1000
+
+
 def test_event_loop_stall_under_100ms(make_napari_viewer, qtbot, fake_engine):
     """Largest gap of a 10 ms timer while a long round runs (engine work holding the GIL part
     of the time, like the real round's Python glue) must stay under 100 ms."""
@@ -82,26 +106,15 @@ def test_event_loop_stall_under_100ms(make_napari_viewer, qtbot, fake_engine):
     _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
     fake_engine.delay = 0.01
     fake_engine.busy = 0.01
-    gaps = []
-    last = [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(10)
+    ticks = _Ticks()
     w.state.points.add([30, 64, 40])
     qtbot.waitUntil(lambda: w.running, timeout=5000)
-    last[0] = time.perf_counter()
-    gaps.clear()
+    ticks.mark()
+    ticks.gaps.clear()
     wait_round(qtbot, w, timeout=60000)
-    timer.stop()
-    worst_ms = max(gaps) * 1000
+    worst_ms = ticks.stop()
     print(
-        f"\nstall: worst {worst_ms:.1f} ms over {len(gaps)} ticks; round "
+        f"\nstall: worst {worst_ms:.1f} ms over {len(ticks.gaps)} ticks; round "
         f"{w.last_round['slices']} slices at {w.last_round['slices_per_s']:.1f} slices/s"
     )
     assert w.last_round["slices"] > 20
@@ -146,27 +159,16 @@ def test_event_loop_stall_real_model(make_napari_viewer, qtbot):
     wait_round(qtbot, w, timeout=180000)
     w.new_object()
     qtbot.wait(500)
-    gaps = []
-    last = [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(10)
+    ticks = _Ticks()
     qtbot.wait(200)
-    gaps.clear()
+    ticks.gaps.clear()
     st.points.add([z, y, int(shape[2] * 0.72)])
-    last[0] = time.perf_counter()
+    ticks.mark()
     wait_round(qtbot, w, timeout=120000)
     qtbot.wait(100)
-    timer.stop()
-    worst_ms = max(gaps) * 1000
+    worst_ms = ticks.stop()
     print(
-        f"\nreal-model stall: worst {worst_ms:.1f} ms over {len(gaps)} ticks; round "
+        f"\nreal-model stall: worst {worst_ms:.1f} ms over {len(ticks.gaps)} ticks; round "
         f"{w.last_round['slices']} slices at {w.last_round['slices_per_s']:.1f} slices/s, "
         f"first slice after {w.last_round['first_response'] * 1000:.0f} ms, "
         f"{w.settings.engine_threads} engine thread(s)"

@@ -32,13 +32,18 @@ def _noisy(gt: np.ndarray, seed: int) -> np.ndarray:
     return (gt * 100.0 + rng.normal(0.0, 20.0, gt.shape)).astype(np.float32)
 
 
+def _one_click(model, image: np.ndarray, spacing, click):
+    """A session on ``image`` with one positive click at ``click``: (session, object, mask)."""
+    s = napari_limnet.Session(image, spacing=spacing, model=model)
+    obj = s.new_object()
+    s.add_click(obj, click, positive=True)
+    return s, obj, s.run(obj)
+
+
 def test_ellipsoid_from_one_click_and_a_correction(model) -> None:
     shape, spacing = (40, 96, 96), (2.0, 1.0, 1.0)
     gt = _ellipsoid(shape, spacing, (40.0, 48.0, 46.0), (24.0, 20.0, 16.0))
-    s = napari_limnet.Session(_noisy(gt, 0), spacing=spacing, model=model)
-    obj = s.new_object()
-    s.add_click(obj, (20, 48, 46), positive=True)
-    mask = s.run(obj)
+    s, obj, mask = _one_click(model, _noisy(gt, 0), spacing, (20, 48, 46))
     assert mask.shape == shape and mask.dtype == bool
     d1 = _dice(mask, gt)
     assert d1 >= 0.9, f"Dice after one click {d1:.3f}"
@@ -54,11 +59,8 @@ def _disk_session(model, radius: float, offset: float):
     """A disk of ``radius`` px in noise, clicked ``offset`` x radius away from its centre."""
     y, x = np.mgrid[:80, :80]
     gt = (y - 40) ** 2 + (x - 40) ** 2 <= radius**2
-    s = napari_limnet.Session(_noisy(gt, 1), spacing=(1.0, 1.0), model=model)
-    obj = s.new_object()
     d = int(round(offset * radius / np.sqrt(2)))
-    s.add_click(obj, (40 + d, 40 - d), positive=True)
-    return _dice(s.run(obj), gt)
+    return _dice(_one_click(model, _noisy(gt, 1), (1.0, 1.0), (40 + d, 40 - d))[2], gt)
 
 
 @pytest.mark.parametrize("radius", [10.0, 15.0, 20.0])
@@ -81,10 +83,7 @@ def test_click_far_off_centre(model) -> None:
 def test_2d_image(model) -> None:
     spacing = (0.8, 0.8)
     gt = _ellipsoid((90, 110), spacing, (36.0, 44.0), (14.0, 18.0))
-    s = napari_limnet.Session(_noisy(gt, 2), spacing=spacing, model=model)
-    obj = s.new_object()
-    s.add_click(obj, (45, 55), positive=True)
-    mask = s.run(obj)
+    mask = _one_click(model, _noisy(gt, 2), spacing, (45, 55))[2]
     assert mask.shape == gt.shape and mask.dtype == bool
     d = _dice(mask, gt)
     assert d >= 0.9, f"2D Dice {d:.3f}"
@@ -94,10 +93,7 @@ def test_anisotropic_spacing(model) -> None:
     # 0.7 mm pixels, 5 mm slices: a 7 cm x 5 cm x 6 cm object over about 13 slices
     shape, spacing = (20, 140, 140), (5.0, 0.7, 0.7)
     gt = _ellipsoid(shape, spacing, (50.0, 49.0, 49.0), (35.0, 25.0, 30.0))
-    s = napari_limnet.Session(_noisy(gt, 3), spacing=spacing, model=model)
-    obj = s.new_object()
-    s.add_click(obj, (10, 70, 70), positive=True)
-    mask = s.run(obj)
+    mask = _one_click(model, _noisy(gt, 3), spacing, (10, 70, 70))[2]
     d = _dice(mask, gt)
     assert d >= 0.9, f"Dice {d:.3f}"
     # it propagated: most of the object's slices hold a mask, nothing far outside
