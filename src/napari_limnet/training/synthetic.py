@@ -6,7 +6,9 @@ space the networks see), holding one target object and distractors:
 - shapes: deformed ellipsoids, whose random radii make blobs, tubes (one long axis) and thin
   sheets (one short axis); objects of two parts; objects with holes; small lesion-like targets
   inside a larger organ-like structure with low contrast; touching distractors painted over the
-  target;
+  target; optionally (``compartments``) targets made of parts of different intensity, a core
+  and / or a rim (a tumour's necrosis and oedema, heart chambers and wall), the target being
+  their union;
 - appearance (SynthSeg-style): a random intensity per structure, smooth textures, noise, a bias
   field, blur (partial volume), a gamma curve and a random affine intensity scale (HU-like or
   arbitrary MR units);
@@ -99,9 +101,18 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def generate(
-    batch: int, frames: int, size: int, g: torch.Generator, device: torch.device | str = "cpu"
+    batch: int,
+    frames: int,
+    size: int,
+    g: torch.Generator,
+    device: torch.device | str = "cpu",
+    compartments: float = 0.0,
 ) -> SyntheticBatch:
-    """A batch of synthetic stacks; see the module docstring."""
+    """A batch of synthetic stacks; see the module docstring.
+
+    compartments: share of targets made of a core and / or a rim of their own intensities
+    (0 draws nothing extra from ``g``, so older recipes stay reproducible).
+    """
     dev = torch.device(device)
     b, t, s = batch, frames, size
     dz = torch.exp(_rand(g, b, lo=math.log(0.5), hi=math.log(12.0), device=dev))
@@ -203,8 +214,21 @@ def generate(
         use = (_rand(g, b, device=dev) < 0.25)[:, None]
         f = _shape_field(g, pts, c, r, _rand(g, b, lo=0, hi=0.3, device=dev))
         lab[(f < 0) & use] = 2 + i
+    n_labels = 10
+    if compartments > 0:
+        comp = _rand(g, b, device=dev) < compartments
+        core_scale = _rand(g, b, 1, lo=0.3, hi=0.75, device=dev)
+        f_core = _shape_field(g, pts, centre + offset * 0.15, radii * core_scale, wobble)
+        rim = _rand(g, b, lo=0.05, hi=0.3, device=dev)  # in units of the target's radius
+        kind = _rand(g, b, device=dev)  # core only, rim only, or both
+        use_core = comp & (kind < 0.75)
+        use_rim = comp & (kind >= 0.4)
+        inside = lab == 9
+        lab[inside & (f_target > -rim[:, None]) & use_rim[:, None]] = 11
+        lab[inside & (f_core < 0) & use_core[:, None]] = 10
+        n_labels = 12
     lab = lab.view(b, t, s, s)
-    target = lab == 9
+    target = lab >= 9
 
     # intensities: one mean per label, target relative to its host for lesions
     means = _rand(g, b, 10, device=dev)
@@ -212,11 +236,14 @@ def generate(
     sign = torch.where(_rand(g, b, device=dev) < 0.5, -1.0, 1.0)
     host = torch.where(has_organ, means[:, 1], means[:, 0])
     means[:, 9] = torch.where(lesion, host + sign * contrast, means[:, 9])
+    if n_labels > 10:  # compartments: intensities of their own, any contrast to the rest
+        means = torch.cat([means, _rand(g, b, n_labels - 10, device=dev)], 1)
     img = torch.gather(means, 1, lab.view(b, -1).long()).view(b, t, s, s)
-    # texture per label: smooth noise of random scale and strength
+    # texture per label: smooth noise of random scale and strength (compartments: the target's)
     tex_amp = _rand(g, b, 10, lo=0.0, hi=0.12, device=dev)
     tex = _smooth_noise(g, b, t, s, int(_rand(g, 1, lo=4, hi=24, device=dev).item()), dev)
-    img = img + torch.gather(tex_amp, 1, lab.view(b, -1).long()).view(b, t, s, s) * tex
+    tex_lab = lab.clamp(max=9).view(b, -1).long()
+    img = img + torch.gather(tex_amp, 1, tex_lab).view(b, t, s, s) * tex
     fine = _smooth_noise(g, b, t, s, s // 2, dev)
     img = img + _rand(g, b, lo=0.0, hi=0.05, device=dev)[:, None, None, None] * fine
     # partial volume / resolution, noise, bias, gamma, units

@@ -53,6 +53,7 @@ class StageConfig:
     frames: int = 6  # memory stage stack length
     # Options the shipped weights were trained without (their defaults reproduce them):
     click_jitter: float = 2.0  # interaction: first-click noise on the interior distance (pixels)
+    compartments: float = 0.0  # share of synthetic targets with a core / rim of other intensity
     empty_dice: bool = False  # memory: the Dice term also penalises masks past the object's end
     end_fraction: float = 0.0  # memory: share of real stacks in which the object ends
     prev_erode: int = 0  # memory: the guiding mask is eroded by 0..prev_erode pixels per sample
@@ -116,10 +117,10 @@ class Batches:
         self.g = torch.Generator(device=device).manual_seed(seed)
 
     def get(
-        self, batch: int, frames: int, real_fraction: float
+        self, batch: int, frames: int, real_fraction: float, compartments: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_real = int(round(batch * real_fraction)) if self.bank is not None else 0
-        syn = generate(batch - n_real, frames, CROP, self.g, self.device)
+        syn = generate(batch - n_real, frames, CROP, self.g, self.device, compartments)
         img, tgt = syn.image, syn.target
         if n_real:
             idx = torch.randint(len(self.bank), (n_real,), generator=self.g, device=self.device)
@@ -206,7 +207,7 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, empty_dice: bool = Fals
 
 def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
-    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction)
+    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction, cfg.compartments)
     raw, gt = img[:, :1], tgt[:, :1]
     b, dev = raw.shape[0], raw.device
     keep = gt.sum((1, 2, 3)) >= 3
@@ -284,7 +285,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
 def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
     mem = net.module if hasattr(net, "module") else net
-    img, tgt = data.get(cfg.batch, cfg.frames, cfg.real_fraction)
+    img, tgt = data.get(cfg.batch, cfg.frames, cfg.real_fraction, cfg.compartments)
     keep = tgt[:, 0].sum((1, 2)) >= 4
     img, tgt = img[keep], tgt[keep]
     b, t = img.shape[:2]
@@ -338,7 +339,7 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
 
 def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
-    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction)
+    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction, cfg.compartments)
     keep = tgt[:, 0].sum((1, 2)) >= 4
     raw, gt = img[keep][:, :1], tgt[keep][:, :1]
     b = raw.shape[0]
@@ -392,7 +393,7 @@ class _FixedBatches(Batches):
         super().__init__(bank, 0, device)
         self._next = 0
 
-    def get(self, batch: int, frames: int, real_fraction: float):
+    def get(self, batch: int, frames: int, real_fraction: float, compartments: float = 0.0):
         idx = (torch.arange(batch) + self._next) % len(self.bank)
         self._next += batch
         idx = idx.to(self.bank.image.device)
