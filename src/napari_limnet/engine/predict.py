@@ -164,6 +164,36 @@ def _drop_hit_parts(mask: np.ndarray, clicks: np.ndarray, signs: np.ndarray) -> 
     return mask & ~np.isin(lab, list(drop))
 
 
+def _touching_parts(mask: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """The connected parts of a propagated mask that touch the neighbouring slice's mask.
+
+    An object continues from slice to slice, so a part with no contact with the mask it was
+    propagated from is a neighbouring structure the network picked up (another vessel, a bowel
+    loop). If no part touches, the mask is left as it is (a thin object that moved).
+    """
+    from scipy import ndimage
+
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return mask
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    sub = mask[y0:y1, x0:x1]
+    lab, n = ndimage.label(sub)
+    if n <= 1:
+        return mask
+    # prev grown by one pixel (8-neighbourhood), seen through the mask's bounding box
+    ref = prev[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1]
+    ref = ndimage.binary_dilation(ref, np.ones((3, 3), bool))
+    ref = ref[y0 - max(y0 - 1, 0) :, x0 - max(x0 - 1, 0) :][: y1 - y0, : x1 - x0]
+    hit = np.unique(lab[ref & sub])
+    hit = hit[hit > 0]
+    if hit.size == 0 or hit.size == n:
+        return mask
+    out = mask.copy()
+    out[y0:y1, x0:x1] = np.isin(lab, hit)
+    return out
+
+
 class Propagator:
     """Carries a mask slice by slice with the memory network (one direction of one round)."""
 
@@ -218,7 +248,7 @@ class Propagator:
         readout = self.net.read_memory(key, mkeys, mvals)
         pm = crop_slice(prev.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
         logits = self.net.segment(readout, skips, shrink_mask(pm, PREV_ERODE))
-        return _full_mask(logits, window, self.spacing_yx, prev.shape)
+        return _touching_parts(_full_mask(logits, window, self.spacing_yx, prev.shape), prev)
 
     def prefer_previous(self, image: np.ndarray, old: np.ndarray, new: np.ndarray) -> bool:
         """Fusion: True when the scorer finds the previous round's mask better."""
