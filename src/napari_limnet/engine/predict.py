@@ -176,21 +176,22 @@ def _touching_parts(mask: np.ndarray, prev: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         return mask
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    sub = mask[y0:y1, x0:x1]
+    # the mask's bounding box with a one-pixel margin, so prev's dilation sees its neighbours
+    box = (
+        slice(max(ys.min() - 1, 0), ys.max() + 2),
+        slice(max(xs.min() - 1, 0), xs.max() + 2),
+    )
+    sub = mask[box]
     lab, n = ndimage.label(sub)
     if n <= 1:
         return mask
-    # prev grown by one pixel (8-neighbourhood), seen through the mask's bounding box
-    ref = prev[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1]
-    ref = ndimage.binary_dilation(ref, np.ones((3, 3), bool))
-    ref = ref[y0 - max(y0 - 1, 0) :, x0 - max(x0 - 1, 0) :][: y1 - y0, : x1 - x0]
+    ref = ndimage.binary_dilation(prev[box], np.ones((3, 3), bool))  # 8-neighbourhood
     hit = np.unique(lab[ref & sub])
     hit = hit[hit > 0]
     if hit.size == 0 or hit.size == n:
         return mask
     out = mask.copy()
-    out[y0:y1, x0:x1] = np.isin(lab, hit)
+    out[box] = np.isin(lab, hit)
     return out
 
 

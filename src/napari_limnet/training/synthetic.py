@@ -214,7 +214,6 @@ def generate(
         use = (_rand(g, b, device=dev) < 0.25)[:, None]
         f = _shape_field(g, pts, c, r, _rand(g, b, lo=0, hi=0.3, device=dev))
         lab[(f < 0) & use] = 2 + i
-    n_labels = 10
     if compartments > 0:
         comp = _rand(g, b, device=dev) < compartments
         core_scale = _rand(g, b, 1, lo=0.3, hi=0.75, device=dev)
@@ -226,7 +225,6 @@ def generate(
         inside = lab == 9
         lab[inside & (f_target > -rim[:, None]) & use_rim[:, None]] = 11
         lab[inside & (f_core < 0) & use_core[:, None]] = 10
-        n_labels = 12
     lab = lab.view(b, t, s, s)
     target = lab >= 9
 
@@ -236,8 +234,8 @@ def generate(
     sign = torch.where(_rand(g, b, device=dev) < 0.5, -1.0, 1.0)
     host = torch.where(has_organ, means[:, 1], means[:, 0])
     means[:, 9] = torch.where(lesion, host + sign * contrast, means[:, 9])
-    if n_labels > 10:  # compartments: intensities of their own, any contrast to the rest
-        means = torch.cat([means, _rand(g, b, n_labels - 10, device=dev)], 1)
+    if compartments > 0:  # labels 10, 11: intensities of their own, any contrast to the rest
+        means = torch.cat([means, _rand(g, b, 2, device=dev)], 1)
     img = torch.gather(means, 1, lab.view(b, -1).long()).view(b, t, s, s)
     # texture per label: smooth noise of random scale and strength (compartments: the target's)
     tex_amp = _rand(g, b, 10, lo=0.0, hi=0.12, device=dev)

@@ -133,13 +133,18 @@ class Batches:
         return img.contiguous(), tgt.contiguous()
 
 
+def _is_npz_folder(cases: str) -> bool:
+    """``cases`` names a folder of ``.npz`` training volumes rather than a case list."""
+    return Path(cases).is_dir() and not (Path(cases) / "cases.json").exists()
+
+
 def load_training_volumes(cases: str, split: str = "") -> list[LabelledVolume]:
     """Every label map of the split's ``train`` cases (validation-only cases are refused).
 
     ``cases`` is a ``cases.json``, or a folder of ``.npz`` volumes written by
     ``export_training_volumes`` (for machines without the NIfTI readers).
     """
-    if Path(cases).is_dir() and not (Path(cases) / "cases.json").exists():
+    if _is_npz_folder(cases):
         out = []
         for f in sorted(Path(cases).glob("*.npz")):
             z = np.load(f)
@@ -403,7 +408,7 @@ class _FixedBatches(Batches):
 def _validation_bank(cfg: TrainConfig, scfg: StageConfig, device: torch.device):
     if cfg.validate_every <= 0 or not cfg.cases:
         return None
-    if Path(cfg.cases).is_dir() and not (Path(cfg.cases) / "cases.json").exists():
+    if _is_npz_folder(cfg.cases):  # no validation cases in it
         return None
     vols = _case_volumes(cfg.cases, cfg.split, "validation")
     if not vols:
