@@ -195,6 +195,18 @@ def _touching_parts(mask: np.ndarray, prev: np.ndarray) -> np.ndarray:
     return out
 
 
+def norm_of_mask(
+    image: np.ndarray, mask: np.ndarray, spacing_yx: tuple[float, float]
+) -> IntensityNorm:
+    """The intensity normalisation of a slice whose mask is known (as in memory training)."""
+    ys, xs = np.nonzero(mask)
+    window = window_around(ys, xs, spacing_yx)
+    raw = crop_slice(image, window, spacing_yx, "cpu")
+    pm = crop_slice(mask.astype(np.float32), window, spacing_yx, "cpu", is_mask=True)
+    stats = norm_stats(raw, shrink_mask(pm, 1) > 0.5)
+    return IntensityNorm(*(float(v) for v in stats[0]))
+
+
 class Propagator:
     """Carries a mask slice by slice with the memory network (one direction of one round)."""
 
@@ -236,6 +248,14 @@ class Propagator:
             self.permanent.append((key, value))
         else:
             self.recent = (self.recent + [(key, value)])[-RECENT:]
+        self._last = None
+
+    def remember_empty(self, image: np.ndarray, ref: np.ndarray) -> None:
+        """Pin a slice the user marked as holding none of the object (encoded in ref's window)."""
+        window = self._window(ref)
+        x, key, skips = self._encode(image, window)
+        m = torch.zeros(1, 1, CROP, CROP, device=self.dev)
+        self.permanent.append((key, self.net.encode_value(x, m, skips[3])))
         self._last = None
 
     def step(self, image: np.ndarray, prev: np.ndarray) -> np.ndarray:

@@ -8,7 +8,10 @@ history, other objects) and passes in what a round needs as plain values and cal
 2. From each of them the memory network carries the mask up and down
    (``predict.Propagator``), slice by slice, until the object ends, a slice prompted in this
    or an earlier round is reached, or (in a correction round) the new masks agree with the
-   old ones again.
+   old ones again. A prompted slice left empty ends the object: beyond it (on a side with no
+   other non-empty prompted slice) the old masks go; towards a non-empty slice prompted in an
+   earlier round, that slice's mask is propagated again, with the empty slice pinned in the
+   memory as "no object here".
 3. Fusion: on every propagated slice that already had a mask, the scorer decides whether the
    previous round's mask was better; if so the slice keeps it.
 """
@@ -73,7 +76,7 @@ def run_round(
     total: current estimate of how many slices this round will yield (for progress).
     The prompted slices come first. Closing the generator early must leave no side effects.
     """
-    from .predict import Propagator, segment_slice
+    from .predict import Propagator, norm_of_mask, segment_slice
 
     nz = volume.shape[0]
     spacing_yx = (float(volume.spacing[1]), float(volume.spacing[2]))
@@ -112,67 +115,96 @@ def run_round(
         yield z, final, total
     if not dirs:
         return
-    # A prompted slice left empty (say, a negative click removed a leak) cuts the object
-    # there: on each side with no other non-empty prompted slice, the old masks beyond it
-    # are removed up to the first empty slice.
     positive = [z for z, m, _ in starts if m.any()]
     positive += [int(z) for z in pinned if (m := current(int(z))) is not None and m.any()]
-    for z0, m0, _ in starts:
-        if m0.any():
-            continue
-        for d in dirs:
-            if any((z - z0) * d > 0 for z in positive):
-                continue
-            for i in range(1, spans[(z0, d)] + 1):
-                z = z0 + d * i
-                old = current(z)
-                if old is None or not old.any():
-                    break
-                yield z, np.zeros_like(old), total
     memory_slices = {z: (images[z], m) for z, m, _ in starts if m.any()}
     for zp in pinned:
         m = current(int(zp))
         if m is not None and m.any():
             memory_slices.setdefault(int(zp), (volume.slice(int(zp)), m))
-    done = len(starts)
-    for z0, m0, norm in starts:
+    emptied = {z for z, m, _ in starts if not m.any()}
+    # (source z, direction, span, source mask, its norm (None: from the mask), agreement stop);
+    # no agreement stop towards a slice emptied this round: the old masks next to it are the
+    # ones in doubt
+    jobs = [
+        (z0, d, spans[(z0, d)], m0, norm, z0 + d * (spans[(z0, d)] + 1) not in emptied)
+        for z0, m0, norm in starts
+        for d in dirs
+    ]
+    for z0, m0, _ in starts:
+        if m0.any():
+            continue
         for d in dirs:
-            span = spans[(z0, d)]
-            if span == 0 or not m0.any():
-                total -= span
-                continue
-            prop = Propagator(model, spacing_yx, norm)
-            # permanent memory: the source slice, and the nearest other prompted slices
-            prop.remember(*memory_slices[z0], pinned=True)
-            near = sorted((abs(z - z0), z) for z in memory_slices if z != z0)[:2]
-            for _, z in near:
-                prop.remember(*memory_slices[z], pinned=True)
-            prev = m0
-            agree = 0
-            visited = 0
-            for i in range(1, span + 1):
-                z = z0 + d * i
-                img = volume.slice(z)
-                cand = without_blocked(z, prop.step(img, prev))
-                old = current(z)
-                final = cand
-                if options.fusion and old is not None and old.any():
-                    if prop.prefer_previous(img, old, cand):
-                        final = old
-                visited += 1
-                done += 1
-                yield z, final, total
-                if not cand.any():
-                    break
-                if old is not None and _dice(cand, old) >= AGREE_DICE:
-                    agree += 1
-                    if agree >= AGREE_SLICES:  # the correction no longer changes anything
+            if not any((z - z0) * d > 0 for z in positive):
+                # No non-empty prompted slice on this side: the empty slice (say, a negative
+                # click removed a leak) cuts the object there, and the old masks beyond it go,
+                # up to the first empty slice.
+                for i in range(1, spans[(z0, d)] + 1):
+                    z = z0 + d * i
+                    old = current(z)
+                    if old is None or not old.any():
                         break
-                else:
-                    agree = 0
-                prop.remember(img, final)
-                prev = final
-            total -= span - visited
+                    yield z, np.zeros_like(old), total
+                continue
+            # Otherwise the object ends between the empty slice and the nearest prompted
+            # slice on that side: when that one is from an earlier round, propagate from it
+            # again towards the empty slice, which the memory now holds as "no object here".
+            zs = z0 + d * (spans[(z0, d)] + 1)
+            if zs in memory_slices and zs not in prompts and spans[(z0, d)] > 0:
+                jobs.append((zs, -d, spans[(z0, d)], memory_slices[zs][1], None, False))
+                total += spans[(z0, d)]
+    empty = emptied | {int(z) for z in pinned if (m := current(int(z))) is None or not m.any()}
+    done = len(starts)
+    for z0, d, span, m0, norm, agree_stop in jobs:
+        if span == 0 or not m0.any():
+            total -= span
+            continue
+        if norm is None:
+            norm = norm_of_mask(memory_slices[z0][0], m0, spacing_yx)
+        prop = Propagator(model, spacing_yx, norm)
+        # permanent memory: the source slice, and the nearest other prompted slices
+        prop.remember(*memory_slices[z0], pinned=True)
+        near = sorted((abs(z - z0), z) for z in memory_slices if z != z0)[:2]
+        for _, z in near:
+            prop.remember(*memory_slices[z], pinned=True)
+        z_end = z0 + d * (span + 1)
+        if z_end in empty:  # a prompted slice the user emptied ends this span
+            rejected = current(z_end)
+            where = rejected if rejected is not None and rejected.any() else m0
+            prop.remember_empty(volume.slice(z_end), where)
+        prev = m0
+        agree = 0
+        visited = 0
+        for i in range(1, span + 1):
+            z = z0 + d * i
+            img = volume.slice(z)
+            cand = without_blocked(z, prop.step(img, prev))
+            old = current(z)
+            final = cand
+            if options.fusion and old is not None and old.any():
+                if prop.prefer_previous(img, old, cand):
+                    final = old
+            visited += 1
+            done += 1
+            yield z, final, total
+            if not cand.any():
+                if not agree_stop:  # the object ended before the emptied slice; so does the leak
+                    for j in range(i + 1, span + 1):
+                        old = current(z0 + d * j)
+                        if old is None or not old.any():
+                            break
+                        visited += 1
+                        yield z0 + d * j, np.zeros_like(old), total
+                break
+            if agree_stop and old is not None and _dice(cand, old) >= AGREE_DICE:
+                agree += 1
+                if agree >= AGREE_SLICES:  # the correction no longer changes anything
+                    break
+            else:
+                agree = 0
+            prop.remember(img, final)
+            prev = final
+        total -= span - visited
 
 
 AGREE_DICE = 0.97  # a correction round stops where new and old masks agree this well ...

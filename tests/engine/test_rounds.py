@@ -1,0 +1,117 @@
+"""The rules of one round (``rounds.run_round``) with scripted networks.
+
+``segment_slice`` and ``Propagator`` are swapped for fakes: a prompted slice gets a square
+unless all its clicks are negative (then it is empty), and propagation copies the previous
+slice's mask while the slice holds the object (``OBJECT``) and returns nothing past it. The
+fake propagator logs what it is asked to remember, so the memory a rule builds is checked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_limnet.engine import predict
+from napari_limnet.engine.rounds import RoundOptions, SlicePrompts, run_round
+
+SHAPE = (12, 16, 16)
+OBJECT = range(3, 7)  # the slices that hold the object
+SQUARE = np.zeros(SHAPE[1:], bool)
+SQUARE[4:12, 4:12] = True
+
+
+class Volume:
+    shape = SHAPE
+    spacing = (3.0, 1.0, 1.0)
+
+    def slice(self, z: int) -> np.ndarray:
+        return np.full(SHAPE[1:], float(z), np.float32)  # a slice's value is its index
+
+
+class FakePropagator:
+    log: list[tuple] = []
+
+    def __init__(self, model, spacing_yx, norm) -> None:
+        FakePropagator.log.append(("start",))
+
+    def remember(self, image, mask, pinned=False) -> None:
+        FakePropagator.log.append(("remember", int(image[0, 0]), bool(mask.any())))
+
+    def remember_empty(self, image, ref) -> None:
+        FakePropagator.log.append(("empty", int(image[0, 0])))
+
+    def step(self, image, prev) -> np.ndarray:
+        z = int(image[0, 0])
+        FakePropagator.log.append(("step", z))
+        return prev.copy() if z in OBJECT else np.zeros_like(prev)
+
+    def prefer_previous(self, image, old, new) -> bool:
+        return False
+
+
+def fake_segment(model, image, spacing_yx, prompts, prev):
+    empty = all(not positive for _, _, positive in prompts.clicks)
+    return predict.SliceResult(np.zeros_like(SQUARE) if empty else SQUARE.copy(), None, None)
+
+
+@pytest.fixture(autouse=True)
+def fakes(monkeypatch):
+    FakePropagator.log = []
+    monkeypatch.setattr(predict, "Propagator", FakePropagator)
+    monkeypatch.setattr(predict, "segment_slice", fake_segment)
+    monkeypatch.setattr(predict, "norm_of_mask", lambda image, mask, spacing: None)
+
+
+def _round(prompts: dict[int, bool], old: dict[int, np.ndarray], pinned=()) -> dict[int, bool]:
+    """Run a round with one click per prompted slice; {z: mask non-empty} for every slice
+    the round decides (the last decision wins, as in the session)."""
+    sp = {z: SlicePrompts(clicks=((8.0, 8.0, pos),)) for z, pos in prompts.items()}
+    out: dict[int, bool] = {}
+    for z, mask, _ in run_round(
+        None, Volume(), sp, old.get, pinned, lambda z: None, RoundOptions(fusion=False)
+    ):
+        out[z] = bool(mask.any())
+    return out
+
+
+def test_an_emptied_slice_cuts_the_leak_beyond_it() -> None:
+    # an earlier round clicked slice 4 and the mask leaked up to slice 10
+    old = {z: SQUARE.copy() for z in range(2, 11)}
+    out = _round({8: False}, old, pinned=[4])
+    assert out[8] is False
+    assert all(out[z] is False for z in (9, 10))  # beyond the emptied slice: removed
+    assert 11 not in out
+
+
+def test_propagation_is_redone_towards_an_emptied_slice() -> None:
+    old = {z: SQUARE.copy() for z in range(2, 11)}
+    out = _round({8: False}, old, pinned=[4])
+    # slice 4's mask is carried again towards 8, with 8 pinned in the memory as empty
+    assert ("empty", 8) in FakePropagator.log
+    steps = [e[1] for e in FakePropagator.log if e[0] == "step"]
+    assert steps == [5, 6, 7]  # the object ends at 6, so the mask vanishes at 7 ...
+    assert out[5] and out[6]
+    assert out[7] is False  # ... and the old leak there goes
+
+
+def test_the_leak_goes_even_past_where_the_mask_vanished() -> None:
+    old = {z: SQUARE.copy() for z in range(2, 11)}
+    out = _round({10: False}, old, pinned=[4])
+    assert [e[1] for e in FakePropagator.log if e[0] == "step"] == [5, 6, 7]
+    assert [out[z] for z in range(5, 11)] == [True, True, False, False, False, False]
+
+
+def test_an_emptied_slice_next_to_a_prompted_one_needs_no_new_propagation() -> None:
+    old = {z: SQUARE.copy() for z in range(2, 11)}
+    _round({5: False}, old, pinned=[4])
+    assert not [e for e in FakePropagator.log if e[0] == "step"]
+
+
+def test_a_new_positive_slice_propagating_to_an_emptied_one_remembers_it() -> None:
+    old = {z: SQUARE.copy() for z in range(2, 11)}
+    out = _round({4: True, 8: False}, old)
+    assert ("empty", 8) in FakePropagator.log
+    # from 4: up to the emptied 8 (stopping where the object ends), down to the volume's start
+    steps = [e[1] for e in FakePropagator.log if e[0] == "step"]
+    assert steps[:3] == [5, 6, 7] and 8 not in steps
+    assert out[7] is False and out[9] is False and out[10] is False
