@@ -103,3 +103,48 @@ def test_round_pairs_need_init_weights(tmp_path: Path) -> None:
     cfg.stages["scorer"] = T.StageConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
     with pytest.raises(ValueError, match="init_weights"):
         T.train_stage(cfg, "scorer", progress=False)
+
+
+def _pair_bank(n: int, gain: float):
+    from napari_limnet.training.round_pairs import PairBank
+
+    g = torch.Generator().manual_seed(0)
+    return PairBank(
+        torch.randn(n, 2, 128, 128, generator=g).half(),
+        torch.rand(n, 1, 128, 128, generator=g) > 0.5,
+        torch.rand(n, 1, 128, 128, generator=g) > 0.5,
+        torch.full((n,), gain),
+        torch.arange(n),
+    )
+
+
+@pytest.mark.parametrize(("fraction", "synthetic"), [(1.0, 0), (0.5, 4)])
+def test_pair_fraction_is_the_share_of_the_batch(monkeypatch, fraction, synthetic) -> None:
+    net = T.LimNet().scorer
+    data = T.Batches(None, 0, torch.device("cpu"))
+    data.pairs = _pair_bank(6, 0.2)
+    asked = []
+    real_get = data.get
+    monkeypatch.setattr(data, "get", lambda n, *a, **k: asked.append(n) or real_get(n, *a, **k))
+    seen = []
+    monkeypatch.setattr(T, "F", _RecordingF(seen))
+    cfg = T.StageConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
+    out = T._scorer_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
+    assert torch.isfinite(out["loss"])
+    assert asked == ([synthetic] if synthetic else [])  # no synthetic pairs drawn at 1.0
+    labels = seen[0]
+    assert len(labels) <= 8 and labels[-(8 - synthetic) :].eq(1).all()  # real: previous better
+
+
+class _RecordingF:
+    """torch.nn.functional with the labels of the scorer's loss recorded."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def binary_cross_entropy_with_logits(self, logit, label, **kw):
+        self.seen.append(label)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit, label, **kw)

@@ -62,7 +62,7 @@ class StageConfig:
     # objects are held out to choose the fusion threshold stored with the weights
     round_pairs: int = 0
     pair_rounds: int = 8
-    pair_fraction: float = 0.5  # share of each batch taken from those pairs
+    pair_fraction: float = 0.5  # share of each batch taken from those pairs (1: only them)
 
 
 @dataclass
@@ -342,14 +342,15 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     return {"loss": torch.stack(losses).mean(), "dice": torch.stack(dices).mean()}
 
 
-def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+def _synthetic_pairs(data: Batches, n: int, cfg: StageConfig):
+    """``n`` (x, prev, new, label, weight) pairs: two corruptions of a target, one mild."""
     g = data.g
-    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction, cfg.compartments)
+    img, tgt = data.get(n, 1, cfg.real_fraction, cfg.compartments)
     keep = tgt[:, 0].sum((1, 2)) >= 4
     raw, gt = img[keep][:, :1], tgt[keep][:, :1]
     b = raw.shape[0]
     if b == 0:
-        return {}
+        return None
     sa = torch.rand(b, 1, 1, 1, generator=g, device=raw.device)
     a = perturb.corrupt(gt, g, 0.5) & (sa > 0.05) | (gt & (sa > 0.9))
     sb = torch.rand(b, generator=g, device=raw.device)
@@ -362,17 +363,34 @@ def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     label = (dp > dn).float()
     weight = ((dp - dn).abs() > 0.01).float()
     stats = norm_stats(raw, perturb.erode(gt.float(), 1) > 0)
-    x = normalise(raw, stats)
-    prev, new = prev.float(), new.float()
-    if data.pairs is not None and cfg.pair_fraction > 0:
-        n = max(1, int(round(b * cfg.pair_fraction)))
-        i = torch.randint(len(data.pairs), (n,), generator=g, device=raw.device).cpu()
-        gain = data.pairs.gain[i].to(raw.device)
-        x = torch.cat([x, data.pairs.x[i].to(x)])
-        prev = torch.cat([prev, data.pairs.prev[i].to(prev)])
-        new = torch.cat([new, data.pairs.new[i].to(new)])
-        label = torch.cat([label, (gain > 0).float()])
-        weight = torch.cat([weight, (gain.abs() > 0.01).float()])
+    return normalise(raw, stats), prev.float(), new.float(), label, weight
+
+
+def _real_pairs(data: Batches, n: int, device: torch.device):
+    """``n`` fusion decisions of simulated rounds (``round_pairs``), flipped half the time."""
+    g = data.g
+    i = torch.randint(len(data.pairs), (n,), generator=g, device=g.device).cpu()
+    x = data.pairs.x[i].to(device).float()
+    prev = data.pairs.prev[i].to(device).float()
+    new = data.pairs.new[i].to(device).float()
+    if bool(torch.rand(1, generator=g, device=g.device) < 0.5):
+        x, prev, new = x.flip(-1), prev.flip(-1), new.flip(-1)
+    gain = data.pairs.gain[i].to(device)
+    return x, prev, new, (gain > 0).float(), (gain.abs() > 0.01).float()
+
+
+def _scorer_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+    # ``pair_fraction`` of the batch are real decisions (with ``round_pairs``), the rest
+    # synthetic pairs; pairs closer than 0.01 Dice carry no label
+    n_real = int(round(cfg.batch * cfg.pair_fraction)) if data.pairs is not None else 0
+    parts = []
+    if cfg.batch > n_real and (syn := _synthetic_pairs(data, cfg.batch - n_real, cfg)):
+        parts.append(syn)
+    if n_real:
+        parts.append(_real_pairs(data, n_real, next(net.parameters()).device))
+    if not parts:
+        return {}
+    x, prev, new, label, weight = (torch.cat(t) for t in zip(*parts, strict=True))
     with amp():
         logit = net(x, prev, new)
     loss = (
