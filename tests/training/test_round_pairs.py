@@ -127,24 +127,16 @@ def test_pair_fraction_is_the_share_of_the_batch(monkeypatch, fraction, syntheti
     real_get = data.get
     monkeypatch.setattr(data, "get", lambda n, *a, **k: asked.append(n) or real_get(n, *a, **k))
     seen = []
-    monkeypatch.setattr(T, "F", _RecordingF(seen))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def recording_bce(logit, label, **kw):
+        seen.append(label)  # the labels of the scorer's loss
+        return bce(logit, label, **kw)
+
+    monkeypatch.setattr(T.F, "binary_cross_entropy_with_logits", recording_bce)
     cfg = T.StageConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
     out = T._scorer_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
     assert torch.isfinite(out["loss"])
     assert asked == ([synthetic] if synthetic else [])  # no synthetic pairs drawn at 1.0
     labels = seen[0]
     assert len(labels) <= 8 and labels[-(8 - synthetic) :].eq(1).all()  # real: previous better
-
-
-class _RecordingF:
-    """torch.nn.functional with the labels of the scorer's loss recorded."""
-
-    def __init__(self, seen: list) -> None:
-        self.seen = seen
-
-    def __getattr__(self, name):
-        return getattr(torch.nn.functional, name)
-
-    def binary_cross_entropy_with_logits(self, logit, label, **kw):
-        self.seen.append(label)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logit, label, **kw)

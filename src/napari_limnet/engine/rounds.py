@@ -115,14 +115,23 @@ def run_round(
         yield z, final, total
     if not dirs:
         return
-    positive = [z for z, m, _ in starts if m.any()]
-    positive += [int(z) for z in pinned if (m := current(int(z))) is not None and m.any()]
+    # every non-empty prompted slice (this round's and earlier ones), with its image and mask
     memory_slices = {z: (images[z], m) for z, m, _ in starts if m.any()}
     for zp in pinned:
         m = current(int(zp))
         if m is not None and m.any():
             memory_slices.setdefault(int(zp), (volume.slice(int(zp)), m))
     emptied = {z for z, m, _ in starts if not m.any()}
+    empty = emptied | ({int(z) for z in pinned} - memory_slices.keys())
+
+    def clear_leak(z0: int, d: int, first: int, last: int):
+        """The old masks of slices z0 + d * first .. z0 + d * last go, up to the first empty one."""
+        for i in range(first, last + 1):
+            old = current(z0 + d * i)
+            if old is None or not old.any():
+                return
+            yield z0 + d * i, np.zeros_like(old), total
+
     # (source z, direction, span, source mask, its norm (None: from the mask), agreement stop);
     # no agreement stop towards a slice emptied this round: the old masks next to it are the
     # ones in doubt
@@ -135,16 +144,10 @@ def run_round(
         if m0.any():
             continue
         for d in dirs:
-            if not any((z - z0) * d > 0 for z in positive):
+            if not any((z - z0) * d > 0 for z in memory_slices):
                 # No non-empty prompted slice on this side: the empty slice (say, a negative
-                # click removed a leak) cuts the object there, and the old masks beyond it go,
-                # up to the first empty slice.
-                for i in range(1, spans[(z0, d)] + 1):
-                    z = z0 + d * i
-                    old = current(z)
-                    if old is None or not old.any():
-                        break
-                    yield z, np.zeros_like(old), total
+                # click removed a leak) cuts the object there, and the old masks beyond it go.
+                yield from clear_leak(z0, d, 1, spans[(z0, d)])
                 continue
             # Otherwise the object ends between the empty slice and the nearest prompted
             # slice on that side: when that one is from an earlier round, propagate from it
@@ -153,7 +156,6 @@ def run_round(
             if zs in memory_slices and zs not in prompts and spans[(z0, d)] > 0:
                 jobs.append((zs, -d, spans[(z0, d)], memory_slices[zs][1], None, False))
                 total += spans[(z0, d)]
-    empty = emptied | {int(z) for z in pinned if (m := current(int(z))) is None or not m.any()}
     done = len(starts)
     for z0, d, span, m0, norm, agree_stop in jobs:
         if span == 0 or not m0.any():
@@ -189,12 +191,9 @@ def run_round(
             yield z, final, total
             if not cand.any():
                 if not agree_stop:  # the object ended before the emptied slice; so does the leak
-                    for j in range(i + 1, span + 1):
-                        old = current(z0 + d * j)
-                        if old is None or not old.any():
-                            break
+                    for event in clear_leak(z0, d, i + 1, span):
                         visited += 1
-                        yield z0 + d * j, np.zeros_like(old), total
+                        yield event
                 break
             if agree_stop and old is not None and _dice(cand, old) >= AGREE_DICE:
                 agree += 1
