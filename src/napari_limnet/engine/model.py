@@ -23,7 +23,6 @@ DEFAULT_WEIGHTS = "limnet_default.pt"
 # shipped scorer ranks real masks poorly: on 37 objects of the training cases (10 clicks) 0.95
 # gave Dice@6/@10 0.554/0.590, 0.99 0.565/0.600 and 0.999 0.566/0.615 but no protection left
 # (falls of more than 0.05 from one click to the next: 11, 17 and 27; 27 without fusion).
-# A weights file may set its own.
 FUSION_THRESHOLD = 0.99  # (weights whose scorer was fine-tuned on real rounds carry their own)
 
 
