@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_limnet.engine import predict
+from napari_limnet.engine import predict, rounds
 from napari_limnet.engine.rounds import RoundOptions, SlicePrompts, run_round
 
 SHAPE = (12, 16, 16)
@@ -45,7 +45,7 @@ class FakePropagator:
         FakePropagator.log.append(("step", z))
         return prev.copy() if z in OBJECT else np.zeros_like(prev)
 
-    def prefer_previous(self, image, old, new) -> bool:
+    def prefer_previous(self, image, old, new, grow) -> bool:
         return False
 
 
@@ -115,3 +115,21 @@ def test_a_new_positive_slice_propagating_to_an_emptied_one_remembers_it() -> No
     steps = [e[1] for e in FakePropagator.log if e[0] == "step"]
     assert steps[:3] == [5, 6, 7] and 8 not in steps
     assert out[7] is False and out[9] is False and out[10] is False
+
+
+def test_propagation_ends_where_the_mask_shrinks_to_a_remnant(monkeypatch) -> None:
+    # the fake network keeps a shrinking blob alive past the object's end: 8x8, then one row
+    # and one column less per slice (49, 36, 25, ... pixels)
+    def shrinking(self, image, prev):
+        FakePropagator.log.append(("step", int(image[0, 0])))
+        ys, xs = np.nonzero(prev)
+        out = np.zeros_like(prev)
+        out[ys.min() : ys.max(), xs.min() : xs.max()] = True
+        return out
+
+    monkeypatch.setattr(FakePropagator, "step", shrinking)
+    monkeypatch.setattr(rounds, "MIN_AREA_FRACTION", 0.15)  # of the 64-pixel square: 9.6
+    out = _round({2: True}, {})
+    # slices 3..7 keep 49, 36, 25, 16 and 9 pixels; 9 < 9.6 ends the object at slice 7
+    assert [out[z] for z in range(3, 8)] == [True, True, True, True, False]
+    assert [e[1] for e in FakePropagator.log if e[0] == "step"][:6] == [3, 4, 5, 6, 7, 1]

@@ -135,8 +135,12 @@ def segment_slice(
             np.concatenate([mx, clicks[:, 1], boxes[:, 1], boxes[:, 3]]),
             spacing_yx,
         )
-        # zoom in when the object is much smaller than the window; zoom out when cut off
-        if 0.6 * window.side_mm <= nxt.side_mm <= window.side_mm:
+        # Zoom in when the object is much smaller than the window. Only a first click (nothing
+        # known of the object's size) zooms out: a correction's window already holds the
+        # previous mask and the clicks, and a mask that outgrows it is mostly a leak, which a
+        # wider pass fed with that mask made worse (see ``docs/training/experiments.md``).
+        grows = nxt.side_mm > window.side_mm
+        if 0.6 * window.side_mm <= nxt.side_mm and (not grows or has_prev):
             break
         window = nxt
         prev_full = mask.astype(np.float32)
@@ -271,10 +275,23 @@ class Propagator:
         logits = self.net.segment(readout, skips, shrink_mask(pm, PREV_ERODE))
         return _touching_parts(_full_mask(logits, window, self.spacing_yx, prev.shape), prev)
 
-    def prefer_previous(self, image: np.ndarray, old: np.ndarray, new: np.ndarray) -> bool:
-        """Fusion: True when the scorer finds the previous round's mask better."""
+    def prefer_previous(
+        self, image: np.ndarray, old: np.ndarray, new: np.ndarray, grow: bool
+    ) -> bool:
+        """Fusion: True when the slice keeps the previous round's mask.
+
+        It does where the new mask went against the click the round came from (``grow``: a
+        positive click or a box) by more than ``model.fusion_ratio`` in area, or where the
+        scorer is surer than ``model.fusion_threshold`` that the previous mask was better.
+        """
         if np.array_equal(old, new):
             return False
+        a_old, a_new = np.count_nonzero(old), np.count_nonzero(new)
+        ratio = self.model.fusion_ratio
+        if (a_new < ratio * a_old) if grow else (a_old < ratio * a_new):
+            return True
+        if self.model.fusion_threshold >= 1 and self.model.fusion_probe is None:
+            return False  # the scorer is off
         union = old | new
         ys, xs = np.nonzero(union)
         window = window_around(ys, xs, self.spacing_yx)

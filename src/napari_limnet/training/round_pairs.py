@@ -68,8 +68,9 @@ def collect_round_pairs(
                 picked.append(per_volume[k].pop())
     xs, prevs, news, gains, groups = [], [], [], [], []
     pending: list[tuple] = []
-    saved_threshold, saved_probe = model.fusion_threshold, model.fusion_probe
-    model.fusion_threshold = 2.0  # never keep the old mask: each round shows its own result
+    saved = model.fusion_threshold, model.fusion_ratio, model.fusion_probe
+    # never keep the old mask: each round shows its own result
+    model.fusion_threshold, model.fusion_ratio = 2.0, 0.0
     model.fusion_probe = lambda old, new, x, po, pn, _p: pending.append((old, new, x, po, pn))
     try:
         for gi, (vi, value) in enumerate(picked):
@@ -98,7 +99,7 @@ def collect_round_pairs(
             if log:
                 log(f"{v.name} label {value}: {len(gains) - n0} pairs")
     finally:
-        model.fusion_threshold, model.fusion_probe = saved_threshold, saved_probe
+        model.fusion_threshold, model.fusion_ratio, model.fusion_probe = saved
     if not gains:
         raise ValueError("the simulated rounds made no fusion decision")
     return PairBank(
