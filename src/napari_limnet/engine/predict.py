@@ -280,9 +280,11 @@ class Propagator:
     ) -> bool:
         """Fusion: True when the slice keeps the previous round's mask.
 
-        It does where the new mask went against the click the round came from (``grow``: a
-        positive click or a box) by more than ``model.fusion_ratio`` in area, or where the
-        scorer is surer than ``model.fusion_threshold`` that the previous mask was better.
+        It does where the new mask went against the click the round came from: its area is
+        under ``model.fusion_ratio`` times the old one's after a click asking for more
+        (``grow``: a positive click or a box), or the old one's is under that share of the new
+        one's after a negative click; or where the scorer is surer than
+        ``model.fusion_threshold`` (1: off) that the previous mask was better.
         """
         if np.array_equal(old, new):
             return False
