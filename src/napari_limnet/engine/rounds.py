@@ -221,7 +221,7 @@ def run_round(
 
 # Propagation ends where the mask's area falls below this share of the source slice's mask.
 # The memory network keeps a small blob alive past the end of an object with weak edges (one
-# click on a hippocampus left a tail of 150 to 14 pixels on 70 slices past its end); the end
+# click on a hippocampus left a tail of 310 down to 14 pixels on 68 slices past its end); the end
 # slices a real object loses this way hold little of its volume, and a click there restarts
 # propagation with that slice's own, smaller reference.
 MIN_AREA_FRACTION = 0.15
