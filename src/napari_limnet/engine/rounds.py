@@ -231,7 +231,8 @@ AGREE_SLICES = 2  # ... on this many slices in a row
 
 
 def _asks_for_more(prompts: SlicePrompts) -> bool:
-    """Whether a slice's latest prompt asks for more of the object (a positive click or a box)."""
+    """Whether a slice's prompts ask for more of the object: its latest click is positive, or
+    it has boxes only (boxes are always positive)."""
     return prompts.clicks[-1][2] if prompts.clicks else True
 
 
