@@ -430,3 +430,34 @@ def test_training_logs_validation_dice(tmp_path: Path) -> None:
     assert vals[-1]["step"] == 2
     # the same fixed stacks and clicks: the last two records (same weights) agree
     assert vals[-1]["val_dice"] == vals[-2]["val_dice"]
+
+
+def test_propagated_like_masks() -> None:
+    """Neighbouring-slice masks, leaks only into similar tissue, seeded."""
+    stack = torch.zeros(3, 2, 32, 32, dtype=torch.bool)
+    stack[:, 0, 10:20, 10:20] = True  # the object on slice 0
+    stack[:, 1, 12:24, 8:18] = True  # ... and on the neighbouring slice
+    similar = torch.ones(3, 1, 32, 32)  # nothing looks like the object ...
+    similar[:, :, :, :16] = 0.0  # ... except the left half of the slice
+    out1 = perturb.propagated_like(stack, similar, torch.Generator().manual_seed(4))
+    out2 = perturb.propagated_like(stack, similar, torch.Generator().manual_seed(4))
+    assert out1.shape == (3, 1, 32, 32) and out1.dtype == torch.bool
+    assert torch.equal(out1, out2)
+    union = stack[:, 0] | stack[:, 1]
+    # grown only within the left half (similar tissue); no pixel of the right half is added
+    assert not (out1[:, 0] & ~union)[:, :, 16:].any()
+    many = perturb.propagated_like(
+        stack.repeat(40, 1, 1, 1), similar.repeat(40, 1, 1, 1), torch.Generator().manual_seed(1)
+    )
+    area = many.sum((1, 2, 3))
+    assert (area > 120).any()  # leaked or the larger neighbouring mask
+    assert (area < 100).any()  # shrunk
+
+
+def test_interaction_step_with_realistic_prev() -> None:
+    cfg = T.StageConfig(batch=4, real_fraction=0.0, realistic_prev=1.0)
+    data = T.Batches(None, 0, torch.device("cpu"))
+    out = T._interaction_step(
+        InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
+    )
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad

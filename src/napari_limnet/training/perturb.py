@@ -101,6 +101,44 @@ def corrupt(mask: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> to
     return x > 0.5
 
 
+def propagated_like(
+    stack: torch.Tensor, similarity: torch.Tensor, g: torch.Generator
+) -> torch.Tensor:
+    """Previous masks as propagation leaves them, for slice 0 of each (B, F, H, W) bool stack.
+
+    A correction in a 3D round lands on the slice with the largest error, whose mask came from
+    propagation: the object's mask of a slice 1..F-1 away (copied past a change of shape),
+    often leaked into neighbouring tissue of similar intensity (``similarity``: (B, 1, H, W)
+    click-relative intensity channel, near 0 where the tissue matches the clicked one), or
+    shrunk. Far more wrong than ``corrupt``: the masks the interaction network meets after
+    propagation are often 1.5x the object or more.
+    """
+    b, f, h, w = stack.shape
+    dev = stack.device
+    ar = torch.arange(b, device=dev)
+    k = torch.randint(1, max(f, 2), (b,), generator=g, device=dev).clamp_max(f - 1)
+    use_other = torch.rand(b, generator=g, device=dev) < 0.5
+    x = torch.where(use_other[:, None, None], stack[ar, k], stack[:, 0])[:, None].float()
+    # leak: grow by up to r pixels into tissue like the object's
+    leak = torch.rand(b, generator=g, device=dev) < 0.5
+    # by up to 0.8 of the mask's equivalent radius, so the leak is of the object's own scale
+    r_eq = (x.sum((1, 2, 3)) / torch.pi).sqrt()
+    r = (torch.rand(b, generator=g, device=dev) * 0.8 * r_eq).ceil().clamp(1, 16)
+    tol = 0.2 + 0.5 * torch.rand(b, 1, 1, 1, generator=g, device=dev)
+    similar = (similarity.abs() < tol).float()
+    grown = x
+    for i in range(16):
+        step = dilate(grown, 1) * similar
+        grown = torch.where((r > i)[:, None, None, None], torch.maximum(grown, step), grown)
+    x = torch.where(leak[:, None, None, None], grown, x)
+    # shrink: a mask that faded while propagating
+    shrink = torch.rand(b, generator=g, device=dev) < 0.25
+    s = torch.randint(1, 7, (b,), generator=g, device=dev)
+    for i in range(6):
+        x = torch.where((shrink & (s > i))[:, None, None, None], erode(x, 1), x)
+    return x > 0.5
+
+
 def dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per-sample Dice of bool (B, ...) masks; 1 when both are empty."""
     a = a.flatten(1).float()

@@ -57,6 +57,10 @@ class StageConfig:
     empty_dice: bool = False  # memory: the Dice term also penalises masks past the object's end
     end_fraction: float = 0.0  # memory: share of real stacks in which the object ends
     prev_erode: int = 0  # memory: the guiding mask is eroded by 0..prev_erode pixels per sample
+    # interaction: share of correction starts whose previous mask looks like a propagated one
+    # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
+    # rather than a mild corruption of the target; see ``perturb.propagated_like``
+    realistic_prev: float = 0.0
     # scorer: also learn from the fusion decisions of simulated rounds on this many real
     # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
     # objects are held out to choose the fusion threshold stored with the weights
@@ -212,11 +216,13 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, empty_dice: bool = Fals
 
 def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
-    img, tgt = data.get(cfg.batch, 1, cfg.real_fraction, cfg.compartments)
+    # realistic starts need the neighbouring slices (no extra draws when off: same RNG order)
+    frames = 2 if cfg.realistic_prev > 0 else 1
+    img, tgt = data.get(cfg.batch, frames, cfg.real_fraction, cfg.compartments)
     raw, gt = img[:, :1], tgt[:, :1]
     b, dev = raw.shape[0], raw.device
     keep = gt.sum((1, 2, 3)) >= 3
-    raw, gt = raw[keep], gt[keep]
+    raw, gt, tgt = raw[keep], gt[keep], tgt[keep]
     b = raw.shape[0]
     if b == 0:
         return {}
@@ -255,7 +261,12 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     valid[:, 0] &= ~(use_box & (torch.rand(b, generator=g, device=dev) < 0.5))
     # start from nothing, or from an imperfect existing mask (a correction round)
     start = torch.rand(b, generator=g, device=dev) < 0.35
-    prev = (perturb.corrupt(gt, g, 1.5) & start[:, None, None, None]).float()
+    prev = perturb.corrupt(gt, g, 1.5)
+    if cfg.realistic_prev > 0:
+        real_start = torch.rand(b, generator=g, device=dev) < cfg.realistic_prev
+        like = perturb.propagated_like(tgt, x_img[:, 1:2], g)
+        prev = torch.where(real_start[:, None, None, None], like, prev)
+    prev = (prev & start[:, None, None, None]).float()
     n_clicks = 1
     if start.any():  # a correction on an existing mask: the first click is on its error
         p, pos, ok = perturb.error_clicks(gt, prev > 0.5, g)
