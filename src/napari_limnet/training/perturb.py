@@ -127,7 +127,7 @@ def propagated_like(
     tol = 0.2 + 0.5 * torch.rand(b, 1, 1, 1, generator=g, device=dev)
     similar = (similarity.abs() < tol).float()
     grown = x
-    for i in range(16):
+    for i in range(int(r.max().item())):  # samples with a smaller r stop growing earlier
         step = dilate(grown, 1) * similar
         grown = torch.where((r > i)[:, None, None, None], torch.maximum(grown, step), grown)
     x = torch.where(leak[:, None, None, None], grown, x)
