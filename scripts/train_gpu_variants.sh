@@ -25,11 +25,12 @@ nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 echo "start $(date +%T)"
 cfg_field() { "$PY" -c "import json,sys; c=json.load(open(sys.argv[1])); print($2)" "$1"; }
-pids=()
+pids=() names=() runs=()
 for cfg in "$CONFIGS"/*.json; do
   name=$(basename "$cfg" .json)
   stage=$(cfg_field "$cfg" "next(iter(c['stages']))")
   run=$(cfg_field "$cfg" "c['out']")
+  names+=("$name") runs+=("$run")
   mkdir -p "$run"
   timeout "$LIMIT" "$PY" -m napari_limnet.training --config "$cfg" "${cases_arg[@]}" \
     --stage "$stage" --no-progress >"$run/stdout" 2>&1 &
@@ -50,15 +51,13 @@ done
 [ -n "$smi" ] && kill "$smi" 2>/dev/null
 [ -f "$OUT/gpu_use.csv" ] && cat "$OUT/gpu_use.csv"
 echo "trained $(date +%T)"
-runs=()
-for cfg in "$CONFIGS"/*.json; do
-  name=$(basename "$cfg" .json)
-  run=$(cfg_field "$cfg" "c['out']")
-  runs+=("$run")
+for i in "${!names[@]}"; do
+  name=${names[$i]} run=${runs[$i]}
   "$PY" -c "
 import sys
+from napari_limnet.engine.model import default_weights_path
 from napari_limnet.training.train import export
-export(sys.argv[1], sys.argv[2], {'config': sys.argv[3]}, 'src/napari_limnet/weights/limnet_default.pt')
+export(sys.argv[1], sys.argv[2], {'config': sys.argv[3]}, default_weights_path())
 " "$run" "$OUT/$name.pt" "$name" || { echo "export $name failed"; failed=1; }
   tail -n 2 "$run"/*.log.jsonl
   tail -n 3 "$run/stdout"
