@@ -169,6 +169,20 @@ def test_click_maps_peak_at_the_clicks() -> None:
     assert empty.shape == (2, 1, CROP, CROP) and not empty.any()
 
 
+def test_click_maps_match_the_gaussian_formula_off_the_grid() -> None:
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(3, 5, 2, generator=g) * (CROP + 20) - 10  # some outside the crop
+    valid = torch.rand(3, 5, generator=g) > 0.3
+    r = torch.arange(CROP, dtype=torch.float64)
+    p = pts.double()
+    d2 = (r[None, None, :, None] - p[..., 0, None, None]) ** 2 + (
+        r[None, None, None, :] - p[..., 1, None, None]
+    ) ** 2
+    want = (torch.exp(-d2 / (2 * pp.CLICK_SIGMA**2)) * valid[..., None, None]).amax(1, True)
+    got = pp.click_maps(pts, valid)
+    assert torch.allclose(got.double(), want, atol=1e-6)
+
+
 def test_box_map_fills_the_inclusive_box() -> None:
     boxes = torch.tensor([[[10.0, 20.0, 30.0, 25.0]], [[0.0, 0.0, 5.0, 5.0]]])
     m = pp.box_map(boxes, torch.tensor([[True], [False]]))

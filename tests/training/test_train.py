@@ -136,6 +136,34 @@ def test_train_stage_writes_and_resumes_checkpoints(tmp_path: Path, monkeypatch)
     assert steps == {4}
 
 
+def test_erode_and_dilate_match_max_pooling() -> None:
+    pool = torch.nn.functional.max_pool2d
+    pad = torch.nn.functional.pad
+    g = torch.Generator().manual_seed(4)
+    for shape in ((6, 1, 40, 33), (2, 1, 128, 128)):
+        x = (torch.rand(shape, generator=g) > 0.35).float()
+        assert torch.equal(perturb.dilate(x), pool(pad(x, (1, 1, 1, 1), value=0.0), 3, 1))
+        # the border counts as outside: a full mask loses its outer ring
+        want = 1 - pool(pad(1 - x, (1, 1, 1, 1), value=1.0), 3, 1)
+        assert torch.equal(perturb.erode(x), want)
+    full = torch.ones(1, 1, 5, 5)
+    assert perturb.erode(full).sum() == 9 and perturb.erode(full, 2).sum() == 1
+
+
+def test_cpu_bf16_training_steps(tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path / "run", steps=2, batch=4)
+    cfg.cpu_bf16 = True
+    cfg.stages["interaction"].realistic_prev = 0.5
+    torch.manual_seed(cfg.seed)  # train_stage seeds the same way, so both start alike
+    before = LimNet().interaction.state_dict()
+    ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["config"]["cpu_bf16"] is True
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert any(not torch.equal(ckpt["model"][k], before[k]) for k in before)
+    # the channels-last weights load into a plain network
+    InteractionNet().load_state_dict(ckpt["model"])
+
+
 def test_unknown_stage_and_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         T.train_stage(_tiny_config(tmp_path), "decoder", progress=False)

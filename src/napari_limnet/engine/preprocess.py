@@ -210,10 +210,11 @@ def click_maps(points: torch.Tensor, valid: torch.Tensor, size: int = CROP) -> t
     """Gaussian disks: points (B, K, 2) in crop pixels (y, x), valid (B, K) -> (B, 1, S, S)."""
     dev = points.device
     r = torch.arange(size, device=dev, dtype=torch.float32)
-    dy = (r[None, None, :] - points[..., 0:1]) ** 2  # B K S
-    dx = (r[None, None, :] - points[..., 1:2]) ** 2
-    d2 = dy[..., :, None] + dx[..., None, :]  # B K S S
-    g = torch.exp(-d2 / (2 * CLICK_SIGMA**2)) * valid[..., None, None]
+    # separable: exp(-(dy^2 + dx^2) / 2s^2) = exp(-dy^2 / 2s^2) * exp(-dx^2 / 2s^2), which
+    # saves B*K*S*S exponentials (a sixth of a CPU training step at batch 96)
+    gy = torch.exp(-((r[None, None, :] - points[..., 0:1]) ** 2) / (2 * CLICK_SIGMA**2))  # B K S
+    gx = torch.exp(-((r[None, None, :] - points[..., 1:2]) ** 2) / (2 * CLICK_SIGMA**2))
+    g = (gy * valid[..., None])[..., :, None] * gx[..., None, :]  # B K S S
     if g.shape[1] == 0:
         return torch.zeros(points.shape[0], 1, size, size, device=dev)
     return g.amax(1, keepdim=True)

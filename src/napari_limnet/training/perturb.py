@@ -16,14 +16,23 @@ import torch.nn.functional as F
 def erode(x: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Binary erosion of (B, 1, H, W) float masks by k pixels; the border counts as outside."""
     for _ in range(k):
-        x = 1 - F.max_pool2d(F.pad(1 - x, (1, 1, 1, 1), value=1.0), 3, stride=1)
+        x = 1 - _max3x3(1 - x, 1.0)
     return x
 
 
 def dilate(x: torch.Tensor, k: int = 1) -> torch.Tensor:
     for _ in range(k):
-        x = F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=0.0), 3, stride=1)
+        x = _max3x3(x, 0.0)
     return x
+
+
+def _max3x3(x: torch.Tensor, pad: float) -> torch.Tensor:
+    """3 x 3 max filter of (B, 1, H, W) with a constant border: the same as ``max_pool2d``
+    on the padded input, done as two separable maxima of shifted views (several times
+    faster on a CPU, where these filters took a sixth of a training step)."""
+    p = F.pad(x, (1, 1, 1, 1), value=pad)
+    r = torch.maximum(torch.maximum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
+    return torch.maximum(torch.maximum(r[..., :-2], r[..., 1:-1]), r[..., 2:])
 
 
 def interior_distance(x: torch.Tensor, steps: int = 24) -> torch.Tensor:

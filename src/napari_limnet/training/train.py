@@ -75,6 +75,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads (0: torch default)
+    # bf16 autocast on the CPU too (CUDA always uses it): about 2x faster training steps where
+    # the CPU has AMX / AVX512-BF16 (interaction, batch 96, 2 threads: 4 s against 9 s)
+    cpu_bf16: bool = False
     cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
@@ -492,6 +495,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
 
         full = load_model(cfg.init_weights, device="cpu").net
     net: nn.Module = getattr(full, stage).to(device).train()
+    if device.type == "cpu" and cfg.cpu_bf16:  # oneDNN's bf16 convolutions are faster in NHWC
+        net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
     state = {"step": 0, "elapsed": 0.0}
@@ -533,7 +538,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     else:
 
         def amp():
-            return torch.autocast("cpu", enabled=False)
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.cpu_bf16)
 
     log = (out / f"{stage}.log.jsonl").open("a") if rank == 0 else None
     t_start = time.time() - state["elapsed"]
