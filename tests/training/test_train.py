@@ -415,6 +415,19 @@ def test_export_takes_missing_stages_from_base(tmp_path):
     assert model.meta["training"]["interaction"]["steps"] == 7
     with pytest.raises(FileNotFoundError):
         export(run, tmp_path / "w2.pt")  # without base every stage is required
+    # the checkpoint's config says where its run started: random weights, or a weights file
+    for init, want in (("", None), ("/somewhere/start.pt", "start.pt")):
+        torch.save(
+            {
+                "model": tuned.state_dict(),
+                "step": 3,
+                "elapsed": 1.0,
+                "config": {"init_weights": init},
+            },
+            run / "scorer.ckpt",
+        )
+        meta = load_model(export(run, tmp_path / "w3.pt", base=base), device="cpu").meta
+        assert meta["training"]["scorer"].get("fine_tuned_from") == want
 
 
 def test_training_logs_validation_dice(tmp_path: Path) -> None:

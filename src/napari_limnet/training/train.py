@@ -710,8 +710,11 @@ def export(
         saved = torch.load(path, map_location="cpu", weights_only=True)
         getattr(net, stage).load_state_dict(saved["model"])
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
-        if base:
-            steps[stage]["fine_tuned_from"] = Path(base).name
+        # the run's own start point; a checkpoint without its config (older runs) is taken
+        # to continue ``base``. A stage trained from random weights over a base has none.
+        init = saved["config"].get("init_weights", "") if "config" in saved else base
+        if init:
+            steps[stage]["fine_tuned_from"] = Path(init).name
         if "fusion_threshold" in saved:  # chosen on held-out real rounds (scorer stage)
             extra["fusion_threshold"] = float(saved["fusion_threshold"])
     return save_weights(net, weights, {"training": steps, **extra, **(meta or {})})
