@@ -15,6 +15,8 @@ from napari_limnet.engine.rounds import SlicePrompts
 class FillsTheWindow:
     """An interaction network whose mask fills its whole window; logs the calls."""
 
+    context_slices = 0  # one slice, as ``InteractionNet`` by default
+
     def __init__(self) -> None:
         self.calls = 0
 

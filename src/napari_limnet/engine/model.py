@@ -85,7 +85,13 @@ def save_weights(net: LimNet, path: str | Path, meta: dict[str, Any] | None = No
         k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
         for k, v in net.state_dict().items()
     }
-    torch.save({"format": FORMAT, "state_dict": state, "meta": meta or {}}, path)
+    meta = dict(meta or {})
+    context = net.interaction.context_slices
+    if context:  # the architecture load_model must build (absent: 0, as in older files)
+        meta["interaction_context"] = context
+    else:
+        meta.pop("interaction_context", None)
+    torch.save({"format": FORMAT, "state_dict": state, "meta": meta}, path)
     Path(str(path) + ".sha256").write_text(sha256(path) + "\n")
     return path
 
@@ -115,7 +121,11 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
         raise ValueError(f"{path} is not a readable LIM-Net weights file: {exc}") from exc
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"{path} is not a LIM-Net weights file (format {FORMAT!r} expected)")
-    net = LimNet()
+    meta = dict(saved.get("meta", {}))
+    try:
+        net = LimNet(interaction_context=int(meta.get("interaction_context", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} has a bad interaction_context in its meta: {exc}") from exc
     try:
         state = {
             k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
@@ -124,6 +134,5 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{path} does not fit this version's networks: {exc}") from exc
-    meta = dict(saved.get("meta", {}))
     meta.setdefault("name", path.name)
     return LimNetModel(net, pick_device(device), meta)

@@ -98,13 +98,25 @@ class _Decoder(nn.Module):
 
 
 class InteractionNet(nn.Module):
-    """2D U-Net: ``(B, IMG_CH + 4, H, W)`` = image, pos, neg, box, prev mask -> ``(B, 1, H, W)``."""
+    """2D U-Net: ``(B, IMG_CH + 4, H, W)`` = image, pos, neg, box, prev mask -> ``(B, 1, H, W)``.
 
-    IN_CH = IMG_CH + 4
+    ``context`` > 0 appends the image channels of the ``context`` slices on each side
+    (``IMG_CH`` per slice, ordered z-c .. z-1, z+1 .. z+c, normalised like the clicked slice):
+    a 2.5D input, so edges that one slice barely shows, and the object's end, can be seen
+    across slices. The first ``IMG_CH + 4`` channels mean the same for every ``context``.
+    """
 
-    def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 64, 128)) -> None:
+    IN_CH = IMG_CH + 4  # without context
+
+    def __init__(
+        self, widths: tuple[int, int, int, int] = (16, 32, 64, 128), context: int = 0
+    ) -> None:
         super().__init__()
-        self.encoder = _Encoder(self.IN_CH, widths)
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        self.context_slices = context
+        self.in_ch = self.IN_CH + 2 * context * IMG_CH
+        self.encoder = _Encoder(self.in_ch, widths)
         self.context = nn.Sequential(_Block(widths[3], widths[3]), _Block(widths[3], widths[3]))
         self.decoder = _Decoder(widths[3], widths)
 
@@ -201,11 +213,15 @@ class FusionScorer(nn.Module):
 
 
 class LimNet(nn.Module):
-    """The three networks together (one state dict, one weights file)."""
+    """The three networks together (one state dict, one weights file).
 
-    def __init__(self) -> None:
+    ``interaction_context``: neighbouring slices on each side that the interaction network
+    sees (``InteractionNet``); 0 for the shipped weights.
+    """
+
+    def __init__(self, interaction_context: int = 0) -> None:
         super().__init__()
-        self.interaction = InteractionNet()
+        self.interaction = InteractionNet(context=interaction_context)
         self.memory = MemoryNet()
         self.scorer = FusionScorer()
 

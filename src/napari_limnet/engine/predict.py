@@ -7,6 +7,7 @@ Call them under ``torch.inference_mode()`` (the session does).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,15 +69,24 @@ def segment_slice(
     spacing_yx: tuple[float, float],
     prompts: SlicePrompts,
     prev: np.ndarray | None,
+    neighbours: Callable[[int], list[np.ndarray]] | None = None,
 ) -> SliceResult:
     """The interaction network on one slice: all its prompts + its previous mask -> mask.
 
     The first window is wide when nothing is known about the object's size, then the window
     zooms in around the predicted mask (up to ``MAX_PASSES`` passes, the prediction fed back
     as the previous mask), so organs and small lesions are both seen at a useful scale.
+    ``neighbours(c)``: the slices z-c .. z-1, z+1 .. z+c (``neighbour_slices``), called only
+    for a network with ``context_slices`` c > 0 (a 2.5D input), so others read no more slices.
     """
     dev = model.device
     net = model.net.interaction
+    context = net.context_slices
+    nbs: list[np.ndarray] = []
+    if context:
+        nbs = list(neighbours(context)) if neighbours is not None else []
+        if len(nbs) != 2 * context:
+            raise ValueError(f"this network needs {2 * context} neighbouring slices")
     shape = image.shape
     clicks = np.array([(y, x) for y, x, _ in prompts.clicks], dtype=np.float64).reshape(-1, 2)
     signs = np.array([p for _, _, p in prompts.clicks], dtype=bool)
@@ -117,6 +127,7 @@ def segment_slice(
             ref = _ref_region(c, radius=max(3.0, float(np.min(np.abs(by1 - by0))) / 4)).to(dev)
         stats = norm_stats(raw, ref)
         x_img = normalise(raw, stats)
+        extra = [normalise(crop_slice(nb, window, spacing_yx, dev), stats) for nb in nbs]
         pos = click_maps(pts, sg)
         neg = click_maps(pts, ~sg)
         if len(boxes):
@@ -124,7 +135,7 @@ def segment_slice(
             bmap = box_map(bt[None], torch.ones(1, len(boxes), dtype=torch.bool, device=dev))
         else:
             bmap = torch.zeros(1, 1, CROP, CROP, device=dev)
-        logits = net(torch.cat([x_img, pos, neg, bmap, pm], 1))
+        logits = net(torch.cat([x_img, pos, neg, bmap, pm, *extra], 1))
         mask = _full_mask(logits, window, spacing_yx, shape)
         norm = IntensityNorm(*(float(v) for v in stats[0]))
         if not mask.any() or n == MAX_PASSES - 1:
@@ -145,6 +156,14 @@ def segment_slice(
         window = nxt
         prev_full = mask.astype(np.float32)
     return SliceResult(_drop_hit_parts(mask, clicks, signs), window, norm)
+
+
+def neighbour_slices(volume, z: int, context: int) -> list[np.ndarray]:
+    """Slices z-c .. z-1, z+1 .. z+c of ``volume`` (``.slice(z)``, ``.shape``) for a 2.5D
+    interaction network; past the volume's ends the edge slice is repeated."""
+    nz = volume.shape[0]
+    zs = [*range(z - context, z), *range(z + 1, z + context + 1)]
+    return [volume.slice(min(max(k, 0), nz - 1)) for k in zs]
 
 
 def _drop_hit_parts(mask: np.ndarray, clicks: np.ndarray, signs: np.ndarray) -> np.ndarray:

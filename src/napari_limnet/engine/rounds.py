@@ -19,6 +19,7 @@ history, other objects) and passes in what a round needs as plain values and cal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,7 +78,7 @@ def run_round(
     total: current estimate of how many slices this round will yield (for progress).
     The prompted slices come first. Closing the generator early must leave no side effects.
     """
-    from .predict import Propagator, norm_of_mask, segment_slice
+    from .predict import Propagator, neighbour_slices, norm_of_mask, segment_slice
 
     nz = volume.shape[0]
     spacing_yx = (float(volume.spacing[1]), float(volume.spacing[2]))
@@ -93,7 +94,14 @@ def run_round(
     images = {}  # prompted slices, read once (lazy volumes)
     for z in sorted(prompts):
         images[z] = volume.slice(z)
-        res = segment_slice(model, images[z], spacing_yx, prompts[z], current(z))
+        res = segment_slice(
+            model,
+            images[z],
+            spacing_yx,
+            prompts[z],
+            current(z),
+            neighbours=functools.partial(neighbour_slices, volume, z),
+        )
         final = without_blocked(z, res.mask)
         starts.append((z, final, res.norm))
     dirs = []

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.networks import CROP, LimNet
+from ..engine.networks import CROP, IMG_CH, InteractionNet, LimNet
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
 from .real_bank import LabelledVolume, RealBank, build_bank
@@ -78,6 +78,10 @@ class TrainConfig:
     # bf16 autocast on the CPU too (CUDA always uses it): about 2x faster training steps where
     # the CPU has AMX / AVX512-BF16 (interaction, batch 96, 2 threads: 4 s against 9 s)
     cpu_bf16: bool = False
+    # neighbouring slices on each side that the interaction network sees (2.5D input; see
+    # ``InteractionNet``); 0 = one slice, as the shipped weights. With ``init_weights`` of
+    # fewer, the new input channels start at zero (the network starts as the old one).
+    interaction_context: int = 0
     cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
@@ -219,13 +223,19 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, empty_dice: bool = Fals
 
 def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
-    # realistic starts need the neighbouring slices (no extra draws when off: same RNG order)
-    frames = 2 if cfg.realistic_prev > 0 else 1
+    c = getattr(net, "module", net).context_slices
+    # realistic starts and a 2.5D input need neighbouring slices (no extra draws when
+    # neither is used: the same RNG order as the shipped run)
+    frames = max(2 * c + 1, 2 if cfg.realistic_prev > 0 else 1)
     img, tgt = data.get(cfg.batch, frames, cfg.real_fraction, cfg.compartments)
+    if c:  # the clicked slice is the stack's middle one; then z-c .. z-1, z+1 .. z+c
+        order = [c, *range(c), *range(c + 1, frames)]
+        img, tgt = img[:, order], tgt[:, order]
     raw, gt = img[:, :1], tgt[:, :1]
     b, dev = raw.shape[0], raw.device
     keep = gt.sum((1, 2, 3)) >= 3
     raw, gt, tgt = raw[keep], gt[keep], tgt[keep]
+    nb_raw = img[keep][:, 1 : 1 + 2 * c]
     b = raw.shape[0]
     if b == 0:
         return {}
@@ -242,6 +252,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     ) ** 2
     stats = norm_stats(raw, (d2 < 9)[:, None])
     x_img = normalise(raw, stats)
+    nb = [normalise(nb_raw[:, j : j + 1], stats) for j in range(2 * c)]
     # boxes for some samples (the object's box, jittered), with or without the click
     use_box = torch.rand(b, generator=g, device=dev) < 0.15
     ys = gt[:, 0].any(2).float()
@@ -280,7 +291,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     def inputs() -> torch.Tensor:
         pos = click_maps(pts, valid & sign)
         neg = click_maps(pts, valid & ~sign)
-        return torch.cat([x_img, pos, neg, box, prev], 1)
+        return torch.cat([x_img, pos, neg, box, prev, *nb], 1)
 
     with torch.no_grad():
         for _ in range(rounds):
@@ -467,6 +478,31 @@ def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp
     return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
 
 
+def context_of(state: dict) -> int:
+    """The ``context_slices`` of an interaction network's state dict (from its input width)."""
+    extra = state["encoder.l1.0.0.weight"].shape[1] - InteractionNet.IN_CH
+    return extra // (2 * IMG_CH)
+
+
+def with_context(net: InteractionNet, context: int) -> InteractionNet:
+    """``net`` for a 2.5D input of ``context`` slices on each side: the same weights, the
+    first convolution's weights for the new neighbour channels zero, so it computes exactly
+    what ``net`` did until training moves them."""
+    old = net.context_slices
+    if context == old:
+        return net
+    if context < old:
+        raise ValueError(f"cannot drop context slices ({old} -> {context})")
+    new = InteractionNet(context=context)
+    state = net.state_dict()
+    key = "encoder.l1.0.0.weight"  # the first convolution (image, clicks, box, prev, context)
+    w = torch.zeros_like(new.state_dict()[key])
+    w[:, : state[key].shape[1]] = state[key]
+    state[key] = w
+    new.load_state_dict(state)
+    return new
+
+
 def _ddp() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -489,11 +525,13 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + rank)
-    full = LimNet()
+    full = LimNet(interaction_context=cfg.interaction_context)
     if cfg.init_weights:
         from ..engine.model import load_model
 
         full = load_model(cfg.init_weights, device="cpu").net
+        if stage == "interaction" and cfg.interaction_context > full.interaction.context_slices:
+            full.interaction = with_context(full.interaction, cfg.interaction_context)
     net: nn.Module = getattr(full, stage).to(device).train()
     if device.type == "cpu" and cfg.cpu_bf16:  # oneDNN's bf16 convolutions are faster in NHWC
         net = net.to(memory_format=torch.channels_last)
@@ -708,6 +746,10 @@ def export(
         if not path.exists() and base:
             continue
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if stage == "interaction":  # the run's own input width (a 2.5D network or not)
+            context = context_of(saved["model"])
+            if context != net.interaction.context_slices:
+                net.interaction = InteractionNet(context=context)
         getattr(net, stage).load_state_dict(saved["model"])
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
         # the run's own start point; a checkpoint without its config (older runs) is taken
