@@ -152,3 +152,13 @@ def test_one_slice_network_reads_no_neighbours(tmp_path: Path) -> None:
         model, _volume().slice(3), (1.0, 1.0), SlicePrompts(((20.0, 20.0, True),)), None, never
     )
     assert res.mask.shape == (40, 40)
+
+
+def test_prepared_training_configs_load() -> None:
+    """The configs kept under docs/training (run or ready to run) still load."""
+    root = Path(__file__).resolve().parents[2] / "docs" / "training"
+    paths = sorted(root.glob("*/*.json"))
+    assert any(p.parent.name == "next_gpu" for p in paths)
+    for p in paths:
+        cfg = T.TrainConfig.load(p)
+        assert cfg.stages and cfg.interaction_context >= 0, p
