@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 IMG_CH = 2  # see preprocess.normalise
+# the interaction network's first convolution (image, clicks, box, prev mask, context slices)
+FIRST_CONV = "encoder.l1.0.0.weight"
 CROP = 128  # side of the network window in pixels
 
 
@@ -123,6 +125,11 @@ class InteractionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.encoder(x)
         return self.decoder(self.context(f[3]), f)
+
+
+def context_of(state: dict[str, torch.Tensor]) -> int:
+    """The ``context_slices`` of an ``InteractionNet`` state dict (from its input width)."""
+    return (state[FIRST_CONV].shape[1] - InteractionNet.IN_CH) // (2 * IMG_CH)
 
 
 class MemoryNet(nn.Module):

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.networks import CROP, IMG_CH, InteractionNet, LimNet
+from ..engine.networks import CROP, FIRST_CONV, InteractionNet, LimNet, context_of
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
 from .real_bank import LabelledVolume, RealBank, build_bank
@@ -235,7 +235,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     b, dev = raw.shape[0], raw.device
     keep = gt.sum((1, 2, 3)) >= 3
     raw, gt, tgt = raw[keep], gt[keep], tgt[keep]
-    nb_raw = img[keep][:, 1 : 1 + 2 * c]
+    nb_raw = img[:, 1 : 1 + 2 * c][keep]  # (empty, not a copy of the batch, when c is 0)
     b = raw.shape[0]
     if b == 0:
         return {}
@@ -478,12 +478,6 @@ def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp
     return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
 
 
-def context_of(state: dict) -> int:
-    """The ``context_slices`` of an interaction network's state dict (from its input width)."""
-    extra = state["encoder.l1.0.0.weight"].shape[1] - InteractionNet.IN_CH
-    return extra // (2 * IMG_CH)
-
-
 def with_context(net: InteractionNet, context: int) -> InteractionNet:
     """``net`` for a 2.5D input of ``context`` slices on each side: the same weights, the
     first convolution's weights for the new neighbour channels zero, so it computes exactly
@@ -495,7 +489,7 @@ def with_context(net: InteractionNet, context: int) -> InteractionNet:
         raise ValueError(f"cannot drop context slices ({old} -> {context})")
     new = InteractionNet(context=context)
     state = net.state_dict()
-    key = "encoder.l1.0.0.weight"  # the first convolution (image, clicks, box, prev, context)
+    key = FIRST_CONV
     w = torch.zeros_like(new.state_dict()[key])
     w[:, : state[key].shape[1]] = state[key]
     state[key] = w
