@@ -30,6 +30,9 @@ class LabelledVolume:
 class RealBank:
     image: torch.Tensor  # (N, T, S, S) float16 raw intensities
     target: torch.Tensor  # (N, T, S, S) bool
+    # (N, T, S, S) int16 label map of each stack, labels renumbered 0 .. K-1 per stack (0 the
+    # background; the target is one of them): only with ``build_bank(..., keep_labels=True)``
+    labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.image.shape[0]
@@ -44,11 +47,14 @@ def build_bank(
     device: torch.device | str = "cpu",
     min_voxels: int = 150,
     end_fraction: float = 0.0,
+    keep_labels: bool = False,
 ) -> RealBank:
     """``n`` random stacks (see the module docstring) from ``volumes``.
 
     ``end_fraction`` of the stacks are placed so that the structure ends inside the stack
     (after frame 1), with empty slices after its end: propagation must learn to stop there.
+    ``keep_labels``: also keep every stack's whole label map (``RealBank.labels``, for
+    ``synthetic.paint_labels``); it draws nothing more from the seed, so the stacks are the same.
     """
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
@@ -64,6 +70,9 @@ def build_bank(
         raise ValueError("no labelled structure large enough to train on")
     images = torch.zeros(n, frames, size, size, dtype=torch.float16, device=dev)
     targets = torch.zeros(n, frames, size, size, dtype=torch.bool, device=dev)
+    labels = (
+        torch.zeros(n, frames, size, size, dtype=torch.int16, device=dev) if keep_labels else None
+    )
     filled = 0
     while filled < n:
         img, lab, spacing, keep = prepared[rng.integers(len(prepared))]
@@ -72,7 +81,8 @@ def build_bank(
         if img.shape[axis] < frames:
             continue
         vol = img.permute(*order)
-        obj = lab.permute(*order) == keep[rng.integers(len(keep))]
+        value = keep[rng.integers(len(keep))]
+        obj = lab.permute(*order) == value
         sp = [spacing[a] for a in order]
         area = obj.sum((1, 2)).float().cpu().numpy()
         if area.max() < 4:
@@ -112,5 +122,23 @@ def build_bank(
         targets[filled] = m > 0.5
         if targets[filled, 0].sum() < 4:
             continue
+        if labels is not None:
+            labels[filled] = _label_crop(lab.permute(*order)[zs], value, targets[filled], args)
         filled += 1
-    return RealBank(images, targets)
+    return RealBank(images, targets, labels)
+
+
+def _label_crop(lab: torch.Tensor, value: int, target: torch.Tensor, args) -> torch.Tensor:
+    """The stack's label map in the crop (nearest neighbour), its target pixels exactly the
+    target's, renumbered 0 .. K-1 (background stays 0)."""
+    crop = resample(
+        lab[:, None].float(), *args, size=target.shape[-1], mode="nearest", padding="zeros"
+    )
+    crop = crop[:, 0]
+    crop = crop.round().long()
+    crop = torch.where(crop == value, torch.zeros_like(crop), crop)
+    crop = torch.where(target, torch.full_like(crop, value), crop)
+    _, inverse = torch.unique(crop, return_inverse=True)
+    if not bool((crop == 0).any()):  # keep 0 for the background even where none is in view
+        inverse = inverse + 1
+    return inverse.to(torch.int16)

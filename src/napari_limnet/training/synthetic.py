@@ -115,6 +115,12 @@ def generate(
     """
     dev = torch.device(device)
     b, t, s = batch, frames, size
+    if b == 0:  # an all-real batch (``real_fraction`` 1)
+        return SyntheticBatch(
+            torch.zeros(0, t, s, s, device=dev),
+            torch.zeros(0, t, s, s, dtype=torch.bool, device=dev),
+            torch.zeros(0, dtype=torch.long, device=dev),
+        )
     dz = torch.exp(_rand(g, b, lo=math.log(0.5), hi=math.log(12.0), device=dev))
     # frame 0 sits near the target's centre plane (a little off it, sometimes)
     z0 = _rand(g, b, lo=-1.0, hi=1.0, device=dev) * dz * 0.5
@@ -237,10 +243,19 @@ def generate(
     if compartments > 0:  # labels 10, 11: intensities of their own, any contrast to the rest
         means = torch.cat([means, _rand(g, b, 2, device=dev)], 1)
     img = torch.gather(means, 1, lab.view(b, -1).long()).view(b, t, s, s)
-    # texture per label: smooth noise of random scale and strength (compartments: the target's)
-    tex_amp = _rand(g, b, 10, lo=0.0, hi=0.12, device=dev)
+    img = _appearance(img, lab.clamp(max=9), 10, g)
+    return SyntheticBatch(img.float(), target, lesion.long())
+
+
+def _appearance(img: torch.Tensor, tex_labels: torch.Tensor, n_tex: int, g: torch.Generator):
+    """Per-label mean image (B, T, S, S) -> textured, blurred, noisy, biased image in random
+    units. ``tex_labels`` (B, T, S, S) in 0 .. n_tex - 1 picks each voxel's texture strength."""
+    b, t, s, _ = img.shape
+    dev = img.device
+    # texture per label: smooth noise of random scale and strength
+    tex_amp = _rand(g, b, n_tex, lo=0.0, hi=0.12, device=dev)
     tex = _smooth_noise(g, b, t, s, int(_rand(g, 1, lo=4, hi=24, device=dev).item()), dev)
-    tex_lab = lab.clamp(max=9).view(b, -1).long()
+    tex_lab = tex_labels.reshape(b, -1).long()
     img = img + torch.gather(tex_amp, 1, tex_lab).view(b, t, s, s) * tex
     fine = _smooth_noise(g, b, t, s, s // 2, dev)
     img = img + _rand(g, b, lo=0.0, hi=0.05, device=dev)[:, None, None, None] * fine
@@ -266,4 +281,33 @@ def generate(
         img * scale[:, None, None, None]
         - _rand(g, b, lo=0.0, hi=1.0, device=dev)[:, None, None, None] * scale[:, None, None, None]
     )
-    return SyntheticBatch(img.float(), target, lesion.long())
+    return img
+
+
+def paint_labels(
+    labels: torch.Tensor, g: torch.Generator, image: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SynthSeg-style new intensities for real label maps: (B, T, S, S) integer labels
+    (0 .. K-1 per stack, 0 the unlabelled background) -> (B, T, S, S) float image in random
+    units, a random mean per label and the same textures, blur, noise, bias, gamma and units
+    as :func:`generate`. The anatomy stays real; its contrast becomes any modality's.
+
+    ``image`` (the stacks' real intensities): the background keeps its real structure
+    through a random, not necessarily monotonic, intensity curve instead of one mean, since
+    a label map rarely names every tissue in view.
+    """
+    b = labels.shape[0]
+    k = int(labels.max().item()) + 1 if labels.numel() else 1
+    lab = labels.long()
+    means = _rand(g, b, k, device=labels.device)
+    img = torch.gather(means, 1, lab.reshape(b, -1)).view(labels.shape)
+    if image is not None:
+        flat = image.reshape(b, -1).float()
+        q = torch.quantile(flat, torch.tensor([0.01, 0.99], device=flat.device), dim=1).T
+        x = ((flat - q[:, :1]) / (q[:, 1:] - q[:, :1]).clamp_min(1e-6)).clamp(0, 1) * 4
+        knots = _rand(g, b, 5, device=labels.device)  # the curve's values at 0, 1/4 .. 1
+        i0 = x.floor().clamp(max=3).long()
+        f = x - i0
+        curve = torch.gather(knots, 1, i0) * (1 - f) + torch.gather(knots, 1, i0 + 1) * f
+        img = torch.where(lab == 0, curve.view(labels.shape), img)
+    return _appearance(img, lab, k, g).float()

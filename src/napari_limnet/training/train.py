@@ -38,7 +38,7 @@ from ..engine.networks import CROP, FIRST_CONV, InteractionNet, LimNet, context_
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
 from .real_bank import LabelledVolume, RealBank, build_bank
-from .synthetic import generate
+from .synthetic import generate, paint_labels
 
 STAGES = ("interaction", "memory", "scorer")
 
@@ -61,6 +61,9 @@ class StageConfig:
     # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
     # rather than a mild corruption of the target; see ``perturb.propagated_like``
     realistic_prev: float = 0.0
+    # share of the real stacks whose intensities are drawn anew per labelled structure
+    # (SynthSeg-style, ``synthetic.paint_labels``): real anatomy in any contrast
+    label_synth: float = 0.0
     # scorer: also learn from the fusion decisions of simulated rounds on this many real
     # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
     # objects are held out to choose the fusion threshold stored with the weights
@@ -128,14 +131,27 @@ class Batches:
         self.g = torch.Generator(device=device).manual_seed(seed)
 
     def get(
-        self, batch: int, frames: int, real_fraction: float, compartments: float = 0.0
+        self,
+        batch: int,
+        frames: int,
+        real_fraction: float,
+        compartments: float = 0.0,
+        label_synth: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_real = int(round(batch * real_fraction)) if self.bank is not None else 0
         syn = generate(batch - n_real, frames, CROP, self.g, self.device, compartments)
         img, tgt = syn.image, syn.target
         if n_real:
             idx = torch.randint(len(self.bank), (n_real,), generator=self.g, device=self.device)
-            img = torch.cat([img, self.bank.image[idx, :frames].float()])
+            real = self.bank.image[idx, :frames].float()
+            if label_synth > 0:  # (draws nothing when off: older recipes stay reproducible)
+                if self.bank.labels is None:
+                    raise ValueError("label_synth needs a bank built with keep_labels=True")
+                redraw = torch.rand(n_real, generator=self.g, device=self.device) < label_synth
+                if redraw.any():
+                    labels = self.bank.labels[idx[redraw], :frames]
+                    real[redraw] = paint_labels(labels, self.g, real[redraw])
+            img = torch.cat([img, real])
             tgt = torch.cat([tgt, self.bank.target[idx, :frames]])
         k = int(torch.randint(4, (1,), generator=self.g, device=self.device).item())
         img, tgt = torch.rot90(img, k, (2, 3)), torch.rot90(tgt, k, (2, 3))
@@ -227,7 +243,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     # realistic starts and a 2.5D input need neighbouring slices (no extra draws when
     # neither is used: the same RNG order as the shipped run)
     frames = max(2 * c + 1, 2 if cfg.realistic_prev > 0 else 1)
-    img, tgt = data.get(cfg.batch, frames, cfg.real_fraction, cfg.compartments)
+    img, tgt = data.get(cfg.batch, frames, cfg.real_fraction, cfg.compartments, cfg.label_synth)
     if c:  # the clicked slice is the stack's middle one; then z-c .. z-1, z+1 .. z+c
         order = [c, *range(c), *range(c + 1, frames)]
         img, tgt = img[:, order], tgt[:, order]
@@ -315,7 +331,9 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
 def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     g = data.g
     mem = net.module if hasattr(net, "module") else net
-    img, tgt = data.get(cfg.batch, cfg.frames, cfg.real_fraction, cfg.compartments)
+    img, tgt = data.get(
+        cfg.batch, cfg.frames, cfg.real_fraction, cfg.compartments, cfg.label_synth
+    )
     keep = tgt[:, 0].sum((1, 2)) >= 4
     img, tgt = img[keep], tgt[keep]
     b, t = img.shape[:2]
@@ -370,7 +388,7 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
 def _synthetic_pairs(data: Batches, n: int, cfg: StageConfig):
     """``n`` (x, prev, new, label, weight) pairs: two corruptions of a target, one mild."""
     g = data.g
-    img, tgt = data.get(n, 1, cfg.real_fraction, cfg.compartments)
+    img, tgt = data.get(n, 1, cfg.real_fraction, cfg.compartments, cfg.label_synth)
     keep = tgt[:, 0].sum((1, 2)) >= 4
     raw, gt = img[keep][:, :1], tgt[keep][:, :1]
     b = raw.shape[0]
@@ -441,7 +459,9 @@ class _FixedBatches(Batches):
         super().__init__(bank, 0, device)
         self._next = 0
 
-    def get(self, batch: int, frames: int, real_fraction: float, compartments: float = 0.0):
+    def get(
+        self, batch: int, frames: int, real_fraction: float, compartments=0.0, label_synth=0.0
+    ):
         idx = (torch.arange(batch) + self._next) % len(self.bank)
         self._next += batch
         idx = idx.to(self.bank.image.device)
@@ -556,6 +576,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             cfg.seed + 1000 * rank,
             device,
             end_fraction=scfg.end_fraction,
+            keep_labels=scfg.label_synth > 0,
         )
     data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
     val_bank = _validation_bank(cfg, scfg, device) if rank == 0 else None
