@@ -460,8 +460,13 @@ class _FixedBatches(Batches):
         self._next = 0
 
     def get(
-        self, batch: int, frames: int, real_fraction: float, compartments=0.0, label_synth=0.0
-    ):
+        self,
+        batch: int,
+        frames: int,
+        real_fraction: float,
+        compartments: float = 0.0,
+        label_synth: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         idx = (torch.arange(batch) + self._next) % len(self.bank)
         self._next += batch
         idx = idx.to(self.bank.image.device)
