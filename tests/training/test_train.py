@@ -136,6 +136,37 @@ def test_train_stage_writes_and_resumes_checkpoints(tmp_path: Path, monkeypatch)
     assert steps == {4}
 
 
+def test_compact_checkpoint_resumes_with_a_new_warm_up(tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path / "run", steps=2, batch=4)
+    full = torch.load(T.train_stage(cfg, "scorer", progress=False), weights_only=True)
+
+    small = T.compact_checkpoint(tmp_path / "run" / "scorer.ckpt", tmp_path / "c" / "scorer.ckpt")
+    saved = torch.load(small, weights_only=True)
+    assert "optim" not in saved and saved["step"] == 2
+    assert saved["config"] == full["config"]
+    for k, v in full["model"].items():
+        w = saved["model"][k]
+        if v.is_floating_point():
+            assert w.dtype == torch.float16
+            torch.testing.assert_close(w.float(), v, atol=2e-3, rtol=1e-3)
+        else:
+            assert torch.equal(w, v)
+    assert small.stat().st_size < 0.4 * (tmp_path / "run" / "scorer.ckpt").stat().st_size
+
+    # resumed from it (a fresh machine): 2 more steps, the learning rate warming up afresh
+    cfg.out = str(tmp_path / "c")
+    cfg.stages["scorer"].steps = 4
+    T.train_stage(cfg, "scorer", progress=False)
+    resumed = torch.load(small, weights_only=True)
+    assert resumed["step"] == 4 and "optim" in resumed
+    assert {int(s["step"]) for s in resumed["optim"]["state"].values()} == {2}
+    log = [json.loads(line) for line in (tmp_path / "c" / "scorer.log.jsonl").open()]
+    assert log[0]["step"] == 3
+    # step 3 of 4: the first of the new warm-up, halfway down the cosine
+    lr = cfg.stages["scorer"].lr
+    assert log[0]["lr"] == pytest.approx(lr / T.REWARM_STEPS * 0.5)
+
+
 def test_erode_and_dilate_match_max_pooling() -> None:
     pool = torch.nn.functional.max_pool2d
     pad = torch.nn.functional.pad

@@ -41,6 +41,7 @@ from .real_bank import LabelledVolume, RealBank, build_bank
 from .synthetic import generate, paint_labels
 
 STAGES = ("interaction", "memory", "scorer")
+REWARM_STEPS = 100  # learning-rate warm-up after resuming without optimizer state
 
 
 @dataclass
@@ -557,11 +558,15 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
     state = {"step": 0, "elapsed": 0.0}
+    rewarm_from = 0  # a checkpoint without optimizer state warms the learning rate up again
     if ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=True)
         net.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optim"])
         state = {"step": int(saved["step"]), "elapsed": float(saved["elapsed"])}
+        if "optim" in saved:
+            opt.load_state_dict(saved["optim"])
+        else:
+            rewarm_from = state["step"]
     # the memory step calls the network's named parts (encode_key, ...), not forward(), so
     # DistributedDataParallel would not average its gradients: that stage averages them itself
     ddp_grads = world > 1 and stage == "memory"
@@ -628,7 +633,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     while frac_done() < 1.0:
         # warm-up then cosine decay over the budget
         f = frac_done()
-        lr = scfg.lr * min(1.0, (step + 1) / 200) * (0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
+        warm = min(1.0, (step + 1) / 200, (step - rewarm_from + 1) / REWARM_STEPS)
+        lr = scfg.lr * warm * (0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
         for group in opt.param_groups:
             group["lr"] = max(lr, scfg.lr * 0.01)
         out_step = STEP[stage](model, data, scfg, amp)
@@ -648,7 +654,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         for k, v in out_step.items():
             v = float(v.detach()) if torch.is_tensor(v) else float(v)
             ema[k] = v if k not in ema else 0.98 * ema[k] + 0.02 * v
-        if log and (step % 50 == 0 or step == 1):
+        if log and (step % 50 == 0 or step == state["step"] + 1):  # and a (re)start's first
             rec = {
                 "step": step,
                 "t": round(time.time() - t_start, 1),
@@ -685,6 +691,22 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     if world > 1:
         dist.barrier()
     return ckpt
+
+
+def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a stage checkpoint small enough to commit: float16 weights, step, elapsed time and
+    config, no optimizer state. ``train_stage`` resumes from it (put it in the run folder as
+    ``<stage>.ckpt``); the AdamW moments then start afresh and the learning rate warms up again
+    over ``REWARM_STEPS`` steps. For CPU trainings that span sessions on fresh machines."""
+    saved = torch.load(src, map_location="cpu", weights_only=True)
+    keep = {k: v for k, v in saved.items() if k not in ("model", "optim")}
+    keep["model"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in saved["model"].items()
+    }
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(keep, dst)
+    return dst
 
 
 def _log_validation(log, net, stage, bank, scfg, amp, step, t_start, progress) -> None:
