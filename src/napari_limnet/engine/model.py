@@ -76,15 +76,20 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict on the CPU with its floating-point tensors as float16 (half the file;
+    ``load_state_dict`` casts back to the parameters' float32)."""
+    return {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+        for k, v in state.items()
+    }
+
+
 def save_weights(net: LimNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``net``'s weights to ``path`` and its checksum to ``<path>.sha256``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # float16 halves the shipped file; loading casts back to float32
-    state = {
-        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
-        for k, v in net.state_dict().items()
-    }
+    state = half_state(net.state_dict())
     meta = dict(meta or {})
     context = net.interaction.context_slices
     if context:  # the architecture load_model must build (absent: 0, as in older files)

@@ -698,11 +698,11 @@ def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:
     config, no optimizer state. ``train_stage`` resumes from it (put it in the run folder as
     ``<stage>.ckpt``); the AdamW moments then start afresh and the learning rate warms up again
     over ``REWARM_STEPS`` steps. For CPU trainings that span sessions on fresh machines."""
+    from ..engine.model import half_state
+
     saved = torch.load(src, map_location="cpu", weights_only=True)
     keep = {k: v for k, v in saved.items() if k not in ("model", "optim")}
-    keep["model"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in saved["model"].items()
-    }
+    keep["model"] = half_state(saved["model"])
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(keep, dst)
