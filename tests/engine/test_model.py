@@ -23,7 +23,8 @@ def shipped():
 def _sample_outputs(net: LimNet) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     img = torch.randn(1, IMG_CH, CROP, CROP, generator=g)
-    x = torch.cat([img, torch.rand(1, 4, CROP, CROP, generator=g)], 1)
+    nbs = torch.randn(1, 2 * net.interaction.context_slices * IMG_CH, CROP, CROP, generator=g)
+    x = torch.cat([img, torch.rand(1, 4, CROP, CROP, generator=g), nbs], 1)
     m = (torch.rand(1, 1, CROP, CROP, generator=g) > 0.5).float()
     with torch.inference_mode():
         key, skips = net.memory.encode_key(img)
@@ -43,7 +44,7 @@ def test_shipped_weights_load(shipped) -> None:
 def test_parameter_budget(shipped) -> None:
     n = count_parameters(shipped.net)
     assert 0 < n <= 5_000_000, f"{n} parameters"
-    assert n == count_parameters(LimNet())
+    assert n == count_parameters(LimNet(shipped.meta.get("interaction_context", 0)))
 
 
 def test_shipped_checksum_file_matches() -> None:

@@ -1,7 +1,8 @@
 """The three LIM-Net networks, all working on fixed ``CROP x CROP`` windows.
 
 - ``InteractionNet``: a 2D U-Net; (image channels, positive / negative click maps, box map,
-  previous mask of the slice) -> mask logits.
+  previous mask of the slice) -> mask logits. ``InteractionEnsemble``: several of them, their
+  probabilities averaged.
 - ``MemoryNet``: STCN-style propagation. Small named steps (``encode_key``, ``encode_value``,
   ``read_memory``, ``segment``) rather than one large forward, so inference can cache keys and
   values of memory slices.
@@ -127,6 +128,48 @@ class InteractionNet(nn.Module):
         return self.decoder(self.context(f[3]), f)
 
 
+class InteractionEnsemble(nn.Module):
+    """Interaction networks trained apart, used as one: the mean of their probabilities.
+
+    Each member reads the channels of its own input width from the widest member's input
+    (``context_slices`` is the widest member's): a one-slice member the first ``IN_CH``, a
+    2.5D member of context c the slices z-c .. z-1, z+1 .. z+c. Two networks trained with
+    different recipes err on different slices, so their mean is better than either (see
+    ``docs/training/experiments.md``, thirteenth session).
+    """
+
+    def __init__(self, contexts: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        if len(contexts) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(contexts)}")
+        self.members = nn.ModuleList(InteractionNet(context=int(c)) for c in contexts)
+        self.context_slices = max(m.context_slices for m in self.members)
+        self._channels = [self._channels_of(m.context_slices) for m in self.members]
+
+    def _channels_of(self, c: int) -> list[int]:
+        """Indices of a context-``c`` member's channels in the widest member's input."""
+        big, base = self.context_slices, InteractionNet.IN_CH
+        before = range(big - c, big)  # slices z-c .. z-1 among z-big .. z-1
+        after = range(big, big + c)  # slices z+1 .. z+c among z+1 .. z+big
+        return [*range(base)] + [
+            base + k * IMG_CH + i for k in (*before, *after) for i in range(IMG_CH)
+        ]
+
+    @property
+    def contexts(self) -> list[int]:
+        return [m.context_slices for m in self.members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.stack(
+            [
+                torch.sigmoid(m(x[:, ch]).float())
+                for m, ch in zip(self.members, self._channels, strict=True)
+            ]
+        ).mean(0)
+        # back to logits: the engine thresholds and resamples logits like a single network's
+        return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
+
+
 def context_of(state: dict[str, torch.Tensor]) -> int:
     """The ``context_slices`` of an ``InteractionNet`` state dict (from its input width)."""
     return (state[FIRST_CONV].shape[1] - InteractionNet.IN_CH) // (2 * IMG_CH)
@@ -223,12 +266,17 @@ class LimNet(nn.Module):
     """The three networks together (one state dict, one weights file).
 
     ``interaction_context``: neighbouring slices on each side that the interaction network
-    sees (``InteractionNet``); 0 for the shipped weights.
+    sees (``InteractionNet``); a list of two or more makes an ``InteractionEnsemble`` of
+    networks with those contexts (the shipped weights: ``[0, 1]``).
     """
 
-    def __init__(self, interaction_context: int = 0) -> None:
+    def __init__(self, interaction_context: int | list[int] = 0) -> None:
         super().__init__()
-        self.interaction = InteractionNet(context=interaction_context)
+        self.interaction: InteractionNet | InteractionEnsemble
+        if isinstance(interaction_context, int):
+            self.interaction = InteractionNet(context=interaction_context)
+        else:
+            self.interaction = InteractionEnsemble(interaction_context)
         self.memory = MemoryNet()
         self.scorer = FusionScorer()
 

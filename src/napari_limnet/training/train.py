@@ -34,7 +34,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.networks import CROP, FIRST_CONV, InteractionNet, LimNet, context_of
+from ..engine.networks import (
+    CROP,
+    FIRST_CONV,
+    InteractionEnsemble,
+    InteractionNet,
+    LimNet,
+    context_of,
+)
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
 from .real_bank import LabelledVolume, RealBank, build_bank
@@ -550,6 +557,12 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         from ..engine.model import load_model
 
         full = load_model(cfg.init_weights, device="cpu").net
+        if stage == "interaction" and isinstance(full.interaction, InteractionEnsemble):
+            raise ValueError(
+                f"{cfg.init_weights} holds an ensemble of interaction networks; write its "
+                "members as weights files of their own with training.train.split_ensemble "
+                "and fine-tune one of those"
+            )
         if stage == "interaction" and cfg.interaction_context > full.interaction.context_slices:
             full.interaction = with_context(full.interaction, cfg.interaction_context)
     net: nn.Module = getattr(full, stage).to(device).train()
@@ -790,7 +803,8 @@ def export(
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if stage == "interaction":  # the run's own input width (a 2.5D network or not)
             context = context_of(saved["model"])
-            if context != net.interaction.context_slices:
+            inter = net.interaction
+            if not isinstance(inter, InteractionNet) or context != inter.context_slices:
                 net.interaction = InteractionNet(context=context)
         getattr(net, stage).load_state_dict(saved["model"])
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
@@ -802,3 +816,59 @@ def export(
         if "fusion_threshold" in saved:  # chosen on held-out real rounds (scorer stage)
             extra["fusion_threshold"] = float(saved["fusion_threshold"])
     return save_weights(net, weights, {"training": steps, **extra, **(meta or {})})
+
+
+def ensemble(members: list[str | Path], weights: str | Path, meta: dict | None = None) -> Path:
+    """One weights file whose interaction network is the ``InteractionEnsemble`` of the
+    ``members``' interaction networks (one-network weights files); the memory network, the
+    scorer and the fusion settings are the first member's."""
+    from ..engine.model import load_model, save_weights, sha256
+
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two weights files, got {len(members)}")
+    models = [load_model(m, device="cpu") for m in members]
+    for path, model in zip(members, models, strict=True):
+        if not isinstance(model.net.interaction, InteractionNet):
+            raise ValueError(f"{path} already holds an ensemble; give its member files")
+    net = models[0].net
+    nets = [m.net.interaction for m in models]
+    net.interaction = InteractionEnsemble([n.context_slices for n in nets])
+    for member, n in zip(net.interaction.members, nets, strict=True):
+        member.load_state_dict(n.state_dict())
+    first = models[0].meta
+    extra = {k: first[k] for k in ("fusion_threshold",) if k in first}
+    # the memory network's and scorer's training as the first file gives it; the interaction
+    # networks' under ``ensemble_of``, member by member
+    steps = {k: v for k, v in first.get("training", {}).items() if k != "interaction"}
+    info = [
+        {
+            "file": Path(p).name,
+            "sha256": sha256(p),
+            "interaction": m.meta.get("training", {}).get("interaction", {}),
+        }
+        for p, m in zip(members, models, strict=True)
+    ]
+    meta = {"training": steps, "ensemble_of": info, **extra, **(meta or {})}
+    return save_weights(net, weights, meta)
+
+
+def split_ensemble(weights: str | Path, out_dir: str | Path) -> list[Path]:
+    """Each member of an ensemble weights file as a one-network weights file
+    (``<stem>_member<k>.pt``, with the file's memory network and scorer), to fine-tune."""
+    from ..engine.model import load_model, save_weights
+
+    model = load_model(weights, device="cpu")
+    if not isinstance(model.net.interaction, InteractionEnsemble):
+        raise ValueError(f"{weights} holds one interaction network, not an ensemble")
+    info = model.meta.get("ensemble_of", [])
+    base = {k: v for k, v in model.meta.items() if k not in ("ensemble_of", "name")}
+    paths = []
+    for k, member in enumerate(model.net.interaction.members):
+        net = LimNet(interaction_context=member.context_slices)
+        net.load_state_dict(model.net.state_dict(), strict=False)  # memory network, scorer
+        net.interaction = member
+        meta = {**base, "training": dict(base.get("training", {}))}
+        if k < len(info):
+            meta["training"]["interaction"] = info[k].get("interaction", {})
+        paths.append(save_weights(net, Path(out_dir) / f"{Path(weights).stem}_member{k}.pt", meta))
+    return paths
