@@ -782,6 +782,11 @@ def _choose_threshold(net: nn.Module, pairs, device: torch.device) -> dict:
     }
 
 
+def _settings(meta: dict) -> dict:
+    """The inference settings of a weights file's meta that a file made from it keeps."""
+    return {k: meta[k] for k in ("fusion_threshold",) if k in meta}
+
+
 def export(
     out: str | Path, weights: str | Path, meta: dict | None = None, base: str | Path = ""
 ) -> Path:
@@ -792,10 +797,11 @@ def export(
     """
     from ..engine.model import load_model, save_weights
 
-    net = load_model(base, device="cpu").net if base else LimNet()
-    base_meta = load_model(base, device="cpu").meta if base else {}
+    base_model = load_model(base, device="cpu") if base else None
+    net = base_model.net if base_model else LimNet()
+    base_meta = base_model.meta if base_model else {}
     steps = dict(base_meta.get("training", {}))
-    extra = {k: base_meta[k] for k in ("fusion_threshold",) if k in base_meta}
+    extra = _settings(base_meta)
     for stage in STAGES:
         path = Path(out) / f"{stage}.ckpt"
         if not path.exists() and base:
@@ -836,7 +842,7 @@ def ensemble(members: list[str | Path], weights: str | Path, meta: dict | None =
     for member, n in zip(net.interaction.members, nets, strict=True):
         member.load_state_dict(n.state_dict())
     first = models[0].meta
-    extra = {k: first[k] for k in ("fusion_threshold",) if k in first}
+    extra = _settings(first)
     # the memory network's and scorer's training as the first file gives it; the interaction
     # networks' under ``ensemble_of``, member by member
     steps = {k: v for k, v in first.get("training", {}).items() if k != "interaction"}
@@ -863,9 +869,8 @@ def split_ensemble(weights: str | Path, out_dir: str | Path) -> list[Path]:
     info = model.meta.get("ensemble_of", [])
     base = {k: v for k, v in model.meta.items() if k not in ("ensemble_of", "name")}
     paths = []
-    for k, member in enumerate(model.net.interaction.members):
-        net = LimNet(interaction_context=member.context_slices)
-        net.load_state_dict(model.net.state_dict(), strict=False)  # memory network, scorer
+    net = model.net  # its memory network and scorer go with every member
+    for k, member in enumerate(list(net.interaction.members)):
         net.interaction = member
         meta = {**base, "training": dict(base.get("training", {}))}
         if k < len(info):
