@@ -195,6 +195,18 @@ def test_cpu_bf16_training_steps(tmp_path: Path) -> None:
     InteractionNet().load_state_dict(ckpt["model"])
 
 
+def test_cpu_bf16_memory_training_steps(tmp_path: Path) -> None:
+    # the memory network crashed the process in bf16 when it was put in channels-last
+    cfg = _tiny_config(tmp_path / "run", steps=2, batch=4)
+    cfg.cpu_bf16 = True
+    torch.manual_seed(cfg.seed)
+    before = LimNet().memory.state_dict()
+    ckpt = torch.load(T.train_stage(cfg, "memory", progress=False), weights_only=True)
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert any(not torch.equal(ckpt["model"][k], before[k]) for k in before)
+
+
 def test_unknown_stage_and_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         T.train_stage(_tiny_config(tmp_path), "decoder", progress=False)

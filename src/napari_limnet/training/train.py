@@ -566,7 +566,10 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         if stage == "interaction" and cfg.interaction_context > full.interaction.context_slices:
             full.interaction = with_context(full.interaction, cfg.interaction_context)
     net: nn.Module = getattr(full, stage).to(device).train()
-    if device.type == "cpu" and cfg.cpu_bf16:  # oneDNN's bf16 convolutions are faster in NHWC
+    # oneDNN's bf16 convolutions are faster in NHWC. Not for the memory network: its bf16
+    # backward in channels-last corrupts the heap on the CPU (torch 2.13: "double free" or a
+    # segfault within two steps), while in the default layout it trains.
+    if device.type == "cpu" and cfg.cpu_bf16 and stage == "interaction":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
