@@ -133,3 +133,37 @@ def test_propagation_ends_where_the_mask_shrinks_to_a_remnant(monkeypatch) -> No
     # slices 3..7 keep 49, 36, 25, 16 and 9 pixels; 9 < 9.6 ends the object at slice 7
     assert [out[z] for z in range(3, 8)] == [True, True, True, True, False]
     assert [e[1] for e in FakePropagator.log if e[0] == "step"][:6] == [3, 4, 5, 6, 7, 1]
+
+
+def _clicks_round(clicks, old) -> dict[int, bool]:
+    """One round on slice 4 with these (positive) clicks, in order; {z: mask non-empty}."""
+    sp = {4: SlicePrompts(clicks=tuple((8.0, 8.0 + i, pos) for i, pos in enumerate(clicks)))}
+    out: dict[int, bool] = {}
+    for z, mask, _ in run_round(
+        None, Volume(), sp, old.get, (), lambda z: None, RoundOptions(fusion=False)
+    ):
+        out[z] = bool(mask.any())
+    return out
+
+
+def test_a_negative_click_does_not_spread_the_object_to_new_slices() -> None:
+    # the object holds slices 3..6; an earlier round left it on 3..5 only
+    old = {z: SQUARE.copy() for z in (3, 4, 5)}
+    out = _clicks_round([True, False], old)  # the latest click on slice 4 asks for less
+    steps = [e[1] for e in FakePropagator.log if e[0] == "step"]
+    assert steps == [5, 3]  # stops before 6 and before 2: slices that had no mask
+    assert out[4] and out[5] and out[3]
+    assert 6 not in out and 2 not in out
+
+
+def test_a_positive_click_may_spread_the_object_to_new_slices() -> None:
+    old = {z: SQUARE.copy() for z in (3, 4, 5)}
+    out = _clicks_round([False, True], old)  # the latest click asks for more
+    assert out[6] is True  # the object's end moves to where the network finds it ends
+    assert out[7] is False and out[2] is False
+
+
+def test_a_negative_click_on_a_slice_without_a_mask_propagates_as_before() -> None:
+    # nothing was on slice 4 (nor anywhere): the round starts the object there
+    out = _clicks_round([True, False], {})
+    assert [out[z] for z in range(3, 7)] == [True, True, True, True]

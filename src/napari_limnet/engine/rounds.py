@@ -8,10 +8,12 @@ history, other objects) and passes in what a round needs as plain values and cal
 2. From each of them the memory network carries the mask up and down
    (``predict.Propagator``), slice by slice, until the object ends (the mask vanishes or
    shrinks to a remnant), a slice prompted in this or an earlier round is reached, or (in a
-   correction round) the new masks agree with the old ones again. A prompted slice left
-   empty ends the object: beyond it (on a side with no other non-empty prompted slice) the
-   old masks go; towards a non-empty slice prompted in an earlier round, that slice's mask is
-   propagated again, with the empty slice pinned in the memory as "no object here".
+   correction round) the new masks agree with the old ones again. After a negative click on
+   a slice that had a mask it also stops at the first slice that had none: a "less" click
+   never spreads the object to new slices. A prompted slice left empty ends the object:
+   beyond it (on a side with no other non-empty prompted slice) the old masks go; towards a
+   non-empty slice prompted in an earlier round, that slice's mask is propagated again, with
+   the empty slice pinned in the memory as "no object here".
 3. Fusion: a propagated slice that already had a mask keeps it where the new mask went
    against the click the round came from (shrank by half after a positive click, doubled
    after a negative one), or where the scorer, when switched on, finds it better.
@@ -142,8 +144,10 @@ def run_round(
             yield z0 + d * i, np.zeros_like(old), total
 
     # (source z, direction, span, source mask, its norm (None: from the mask), agreement stop,
-    # whether the source's last prompt asked for more); no agreement stop towards a slice
-    # emptied this round: the old masks next to it are the ones in doubt
+    # whether the source's last prompt asked for more, whether it stays on slices that had a
+    # mask); no agreement stop towards a slice emptied this round: the old masks next to it
+    # are the ones in doubt. A negative click on a slice that had a mask asks for less of an
+    # object already there, so its propagation never puts the object on slices without it.
     jobs = [
         (
             z0,
@@ -153,6 +157,7 @@ def run_round(
             norm,
             z0 + d * (spans[(z0, d)] + 1) not in emptied,
             _asks_for_more(prompts[z0]),
+            not _asks_for_more(prompts[z0]) and _had_mask(current(z0)),
         )
         for z0, m0, norm in starts
         for d in dirs
@@ -171,10 +176,12 @@ def run_round(
             # again towards the empty slice, which the memory now holds as "no object here".
             zs = z0 + d * (spans[(z0, d)] + 1)
             if zs in memory_slices and zs not in prompts and spans[(z0, d)] > 0:
-                jobs.append((zs, -d, spans[(z0, d)], memory_slices[zs][1], None, False, False))
+                jobs.append(
+                    (zs, -d, spans[(z0, d)], memory_slices[zs][1], None, False, False, True)
+                )
                 total += spans[(z0, d)]
     done = len(starts)
-    for z0, d, span, m0, norm, agree_stop, grow in jobs:
+    for z0, d, span, m0, norm, agree_stop, grow, within_old in jobs:
         if span == 0 or not m0.any():
             total -= span
             continue
@@ -197,12 +204,14 @@ def run_round(
         visited = 0
         for i in range(1, span + 1):
             z = z0 + d * i
+            old = current(z)
+            if within_old and not _had_mask(old):
+                break  # "less" of the object: it does not spread to slices it was not on
             img = volume.slice(z)
             step = prop.step(img, prev)
             if np.count_nonzero(step) < min_area:  # a remnant this small: the object has ended
                 step = np.zeros_like(step)
             cand = without_blocked(z, step)
-            old = current(z)
             final = cand
             if options.fusion and old is not None and old.any():
                 if prop.prefer_previous(img, old, cand, grow):
@@ -236,6 +245,10 @@ MIN_AREA_FRACTION = 0.15
 
 AGREE_DICE = 0.97  # a correction round stops where new and old masks agree this well ...
 AGREE_SLICES = 2  # ... on this many slices in a row
+
+
+def _had_mask(m: np.ndarray | None) -> bool:
+    return m is not None and bool(m.any())
 
 
 def _asks_for_more(prompts: SlicePrompts) -> bool:
