@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -207,6 +208,19 @@ def test_eval_objects_config_is_consistent() -> None:
     with pytest.raises(ValueError, match="outside the validation split"):
         validation_objects({"train": [], "validation": ["mr_brain_aseg"]})
     assert load_eval_objects() == objs
+
+
+def test_training_check_samples_are_on_training_cases_and_disjoint() -> None:
+    split = load_split()
+    cfg = resources.files("napari_limnet").joinpath("configs")
+    samples = [
+        {(o.case_id, o.label_file, o.values) for o in load_eval_objects(str(cfg / name))}
+        for name in ("check_objects_train.json", "check_objects_train2.json")
+    ]
+    assert [len(s) for s in samples] == [37, 31]
+    for s in samples:
+        assert {c for c, _, _ in s} <= set(split["train"])
+    assert not samples[0] & samples[1]
 
 
 @pytest.mark.shared_data
