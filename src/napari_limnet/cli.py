@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("segment", "train", "eval", "bench")
+COMMANDS = ("segment", "train", "eval", "compare", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

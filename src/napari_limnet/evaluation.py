@@ -11,6 +11,11 @@ Dice; None = failure, not reached within R), seconds per round. Summaries: per v
 group (all, each kind, each data set), the mean over objects, with NoC failures counted as R + 1
 and their number given separately.
 
+:func:`compare_results` pairs two evaluations object by object (the same objects under two
+engines or weights) and gives each round's mean change with its standard error, because a
+difference of 0.01 in mean Dice over 30 objects is often noise (``docs/training/experiments.md``,
+fifteenth session).
+
 Engine side: numpy, torch (through the session) and matplotlib's Agg backend only.
 """
 
@@ -33,8 +38,11 @@ from .training.real_data import CaseSource, EvalObject, object_is_usable
 __all__ = [
     "VARIANTS",
     "ObjectResult",
+    "compare_results",
     "dice",
     "evaluate_object",
+    "load_results",
+    "markdown_comparison",
     "markdown_summary",
     "run_evaluation",
     "summarise",
@@ -374,3 +382,118 @@ def write_outputs(
         paths["plot"] = out / "dice_vs_round.png"
         _plot(results, rounds, paths["plot"])
     return paths
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` written by :func:`write_outputs` (or the folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"no evaluation results at {p} (run limnet eval --out first)")
+    data = json.loads(p.read_text())
+    if not isinstance(data, dict) or "objects" not in data or "rounds" not in data:
+        raise ValueError(f"{p} is not a limnet eval results.json")
+    return data
+
+
+def compare_results(
+    base: dict[str, Any],
+    new: dict[str, Any],
+    at: Sequence[int] = (1, 6, 10),
+    variants: tuple[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per variant, ``new`` against ``base`` on the objects both evaluated.
+
+    Objects are paired by (variant, case, name); both must have run the same number of rounds.
+    ``variants=(b, n)`` pairs variant ``b`` of ``base`` with variant ``n`` of ``new`` instead
+    (one run may be both: ``full`` against ``no_fusion`` is the value of fusion).
+    For each round k in ``at`` and the last round: both means, the mean paired change and its
+    standard error (sample standard deviation / sqrt(n); nan for one object); also the objects
+    that rose or fell by more than 0.05 at round 6 (or the last, if fewer), and each mean
+    curve's largest fall from one round to the next.
+    """
+    if base["rounds"] != new["rounds"]:
+        raise ValueError(
+            f"the evaluations ran {base['rounds']} and {new['rounds']} rounds; compare like runs"
+        )
+    rounds = int(base["rounds"])
+
+    def index(data: dict[str, Any], only: str | None) -> dict[tuple[str, str, str], np.ndarray]:
+        found = {o["variant"] for o in data["objects"]}
+        if only is not None and only not in found:
+            raise ValueError(f"no variant {only!r} in the results (they have {sorted(found)})")
+        return {
+            (
+                f"{variants[1]} vs {variants[0]}" if variants else o["variant"],
+                o["case_id"],
+                o["name"],
+            ): np.asarray(o["dice"], float)
+            for o in data["objects"]
+            if only is None or o["variant"] == only
+        }
+
+    a = index(base, variants[0] if variants else None)
+    b = index(new, variants[1] if variants else None)
+    keys = [k for k in a if k in b]
+    if not keys:
+        raise ValueError("the two evaluations have no object in common")
+    ks = sorted({min(k, rounds) for k in (*at, rounds)})
+    mid = min(6, rounds)
+    rows: list[dict[str, Any]] = []
+    for v in dict.fromkeys(k[0] for k in keys):
+        da = np.array([a[k] for k in keys if k[0] == v])
+        db = np.array([b[k] for k in keys if k[0] == v])
+        n = len(da)
+        diff = db - da
+        ca, cb = da.mean(0), db.mean(0)
+        row: dict[str, Any] = {
+            "variant": v,
+            "n": n,
+            "rounds": rounds,
+            "only_base": sum(k[0] == v for k in a if k not in b),
+            "only_new": sum(k[0] == v for k in b if k not in a),
+            "rose": int(np.count_nonzero(diff[:, mid - 1] > 0.05)),
+            "fell": int(np.count_nonzero(diff[:, mid - 1] < -0.05)),
+            "at_round": mid,
+            "max_drop_base": float(max(0.0, *(ca[:-1] - ca[1:]).tolist()) if rounds > 1 else 0.0),
+            "max_drop_new": float(max(0.0, *(cb[:-1] - cb[1:]).tolist()) if rounds > 1 else 0.0),
+        }
+        for k in ks:
+            d = diff[:, k - 1]
+            row[f"base@{k}"] = float(ca[k - 1])
+            row[f"new@{k}"] = float(cb[k - 1])
+            row[f"change@{k}"] = float(d.mean())
+            row[f"se@{k}"] = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def markdown_comparison(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`compare_results` as a markdown table, one row per variant and round."""
+    out = [
+        "| variant | n | round | base | new | change +- s.e. |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for k in sorted(int(key[5:]) for key in r if key.startswith("base@")):
+            out.append(
+                f"| {r['variant']} | {r['n']} | {k} | {_fmt(r[f'base@{k}'])} "
+                f"| {_fmt(r[f'new@{k}'])} | {r[f'change@{k}']:+.3f} +- {_fmt(r[f'se@{k}'])} |"
+            )
+    notes = []
+    for r in rows:
+        extra = ""
+        if r["only_base"] or r["only_new"]:
+            extra = f"; unpaired, left out: {r['only_base']} in base, {r['only_new']} in new"
+        notes.append(
+            f"- {r['variant']}: at round {r['at_round']} {r['rose']} objects rose and "
+            f"{r['fell']} fell by more than 0.05; largest fall of the mean curve "
+            f"{_fmt(r['max_drop_base'])} (base) and {_fmt(r['max_drop_new'])} (new){extra}."
+        )
+    tail = (
+        "\nPaired by object; change: mean of new - base over the objects, s.e.: its standard "
+        "error. A change within about two standard errors of zero is not one the objects can "
+        "tell from chance."
+    )
+    return "\n".join(out) + "\n\n" + "\n".join(notes) + "\n" + tail + "\n"
