@@ -224,6 +224,11 @@ def _mean(xs: Sequence[float]) -> float:
     return float(np.mean(xs)) if len(xs) else float("nan")
 
 
+def _max_drop(curve: np.ndarray) -> float:
+    """The largest fall of a curve from one round to the next (0 if it never falls)."""
+    return float(max([0.0, *(curve[:-1] - curve[1:]).tolist()]))
+
+
 def summarise(results: Sequence[ObjectResult], rounds: int) -> list[dict[str, Any]]:
     """Per variant and per group ("all", "kind: organ", "dataset: X"), means over objects."""
     rows: list[dict[str, Any]] = []
@@ -242,7 +247,7 @@ def summarise(results: Sequence[ObjectResult], rounds: int) -> list[dict[str, An
                 "group": name,
                 "n": len(rs),
                 "dice_per_round": [float(x) for x in curve],
-                "max_drop": float(max([0.0, *(curve[:-1] - curve[1:]).tolist()])),
+                "max_drop": _max_drop(curve),
                 "sec_per_round_mean": _mean([s for r in rs for s in r.seconds]),
                 "sec_per_round_median": (
                     float(np.median([s for r in rs for s in r.seconds]))
@@ -456,8 +461,9 @@ def compare_results(
             "rose": int(np.count_nonzero(diff[:, mid - 1] > 0.05)),
             "fell": int(np.count_nonzero(diff[:, mid - 1] < -0.05)),
             "at_round": mid,
-            "max_drop_base": float(max(0.0, *(ca[:-1] - ca[1:]).tolist()) if rounds > 1 else 0.0),
-            "max_drop_new": float(max(0.0, *(cb[:-1] - cb[1:]).tolist()) if rounds > 1 else 0.0),
+            "at": ks,
+            "max_drop_base": _max_drop(ca),
+            "max_drop_new": _max_drop(cb),
         }
         for k in ks:
             d = diff[:, k - 1]
@@ -476,7 +482,7 @@ def markdown_comparison(rows: Sequence[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        for k in sorted(int(key[5:]) for key in r if key.startswith("base@")):
+        for k in r["at"]:
             out.append(
                 f"| {r['variant']} | {r['n']} | {k} | {_fmt(r[f'base@{k}'])} "
                 f"| {_fmt(r[f'new@{k}'])} | {r[f'change@{k}']:+.3f} +- {_fmt(r[f'se@{k}'])} |"
