@@ -538,6 +538,42 @@ def test_propagated_like_masks() -> None:
     assert (area < 100).any()  # shrunk
 
 
+def test_leaked_masks_grow_only_into_similar_tissue() -> None:
+    x = torch.zeros(4, 1, 48, 48)
+    x[:, :, 20:28, 20:28] = 1.0  # an 8 x 8 object
+    similar = torch.ones(4, 1, 48, 48)  # nothing looks like the object ...
+    similar[:, :, :, :24] = 0.0  # ... except the left half
+    out = perturb.leaked(x, similar, torch.Generator().manual_seed(3))
+    again = perturb.leaked(x, similar, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape and torch.equal(out, again)
+    assert (out >= x).all()  # a leak only adds
+    assert not (out > x)[..., 24:].any()  # never into dissimilar tissue
+    grew = (out > x).flatten(1).any(1)
+    assert grew.all()  # each grows by at least one pixel into the similar side
+    # by at most 0.8 of the equivalent radius (8 / sqrt(pi) * 0.8 -> 4 pixels)
+    assert not out[..., :, : 20 - 4].any() and not out[..., : 20 - 4, :].any()
+
+
+def test_memory_step_with_leak_start(monkeypatch) -> None:
+    calls = []
+    real = perturb.leaked
+
+    def spy(x, similarity, g):
+        calls.append(x.shape[0])
+        return real(x, similarity, g)
+
+    monkeypatch.setattr(perturb, "leaked", spy)
+    data = T.Batches(None, 0, torch.device("cpu"))
+    amp = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    net = LimNet().memory
+    out = T._memory_step(net, data, T.StageConfig(batch=3, frames=3, real_fraction=0.0), amp)
+    assert torch.isfinite(out["loss"]) and not calls  # off by default: no leak, no draws
+    cfg = T.StageConfig(batch=3, frames=3, real_fraction=0.0, leak_start=1.0)
+    out = T._memory_step(net, data, cfg, amp)
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+    assert len(calls) == 1 and calls[0] >= 1
+
+
 def test_interaction_step_with_realistic_prev() -> None:
     cfg = T.StageConfig(batch=4, real_fraction=0.0, realistic_prev=1.0)
     data = T.Batches(None, 0, torch.device("cpu"))

@@ -128,9 +128,25 @@ def propagated_like(
     k = torch.randint(1, max(f, 2), (b,), generator=g, device=dev).clamp_max(f - 1)
     use_other = torch.rand(b, generator=g, device=dev) < 0.5
     x = torch.where(use_other[:, None, None], stack[ar, k], stack[:, 0])[:, None].float()
-    # leak: grow by up to r pixels into tissue like the object's
     leak = torch.rand(b, generator=g, device=dev) < 0.5
-    # by up to 0.8 of the mask's equivalent radius, so the leak is of the object's own scale
+    x = torch.where(leak[:, None, None, None], leaked(x, similarity, g), x)
+    # shrink: a mask that faded while propagating
+    shrink = torch.rand(b, generator=g, device=dev) < 0.25
+    s = torch.randint(1, 7, (b,), generator=g, device=dev) * shrink  # 0: not shrunk
+    for i in range(int(s.max().item())):  # as for the leak: only as many steps as needed
+        x = torch.where((s > i)[:, None, None, None], erode(x, 1), x)
+    return x > 0.5
+
+
+def leaked(x: torch.Tensor, similarity: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(B, 1, H, W) float masks grown into neighbouring tissue like the object's.
+
+    Each grows by up to 0.8 of its equivalent radius (a leak of the object's own scale, at most
+    16 pixels) through pixels whose click-relative intensity (``similarity``, near 0 where the
+    tissue matches the object) is within a random tolerance. Returns float masks.
+    """
+    b = x.shape[0]
+    dev = x.device
     r_eq = (x.sum((1, 2, 3)) / torch.pi).sqrt()
     r = (torch.rand(b, generator=g, device=dev) * 0.8 * r_eq).ceil().clamp(1, 16)
     tol = 0.2 + 0.5 * torch.rand(b, 1, 1, 1, generator=g, device=dev)
@@ -139,13 +155,7 @@ def propagated_like(
     for i in range(int(r.max().item())):  # samples with a smaller r stop growing earlier
         step = dilate(grown, 1) * similar
         grown = torch.where((r > i)[:, None, None, None], torch.maximum(grown, step), grown)
-    x = torch.where(leak[:, None, None, None], grown, x)
-    # shrink: a mask that faded while propagating
-    shrink = torch.rand(b, generator=g, device=dev) < 0.25
-    s = torch.randint(1, 7, (b,), generator=g, device=dev) * shrink  # 0: not shrunk
-    for i in range(int(s.max().item())):  # as for the leak: only as many steps as needed
-        x = torch.where((s > i)[:, None, None, None], erode(x, 1), x)
-    return x > 0.5
+    return grown
 
 
 def dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

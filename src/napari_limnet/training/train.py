@@ -65,6 +65,10 @@ class StageConfig:
     empty_dice: bool = False  # memory: the Dice term also penalises masks past the object's end
     end_fraction: float = 0.0  # memory: share of real stacks in which the object ends
     prev_erode: int = 0  # memory: the guiding mask is eroded by 0..prev_erode pixels per sample
+    # memory: share of stacks whose first (prompted) slice's mask is leaked into neighbouring
+    # tissue of similar intensity (``perturb.leaked``), as a correction's 2D mask can be; the
+    # later slices' targets stay the object, so the network learns not to carry the leak on
+    leak_start: float = 0.0
     # interaction: share of correction starts whose previous mask looks like a propagated one
     # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
     # rather than a mild corruption of the target; see ``perturb.propagated_like``
@@ -355,6 +359,11 @@ def _memory_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     ).float()
     stats = norm_stats(img[:, :1], perturb.erode(first.float(), 1) > 0)
     frames = [normalise(img[:, i : i + 1], stats) for i in range(t)]
+    if cfg.leak_start > 0:  # (no draws when 0: the defaults' RNG order is kept)
+        leaky = torch.rand(b, generator=g, device=img.device) < cfg.leak_start
+        # channel 1 is the intensity relative to the object's own (the engine's normalise)
+        grown = perturb.leaked(first.float(), frames[0][:, 1:2], g)
+        start = torch.where(leaky[:, None, None, None], grown, start)
     losses, dices = [], []
     # inference erodes the guiding mask by PREV_ERODE pixels; train for 0..prev_erode of it
     n_erode = (
