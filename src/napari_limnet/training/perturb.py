@@ -133,7 +133,7 @@ def propagated_like(
     # shrink: a mask that faded while propagating
     shrink = torch.rand(b, generator=g, device=dev) < 0.25
     s = torch.randint(1, 7, (b,), generator=g, device=dev) * shrink  # 0: not shrunk
-    for i in range(int(s.max().item())):  # as for the leak: only as many steps as needed
+    for i in range(int(s.max().item())):  # as in ``leaked``: only as many steps as needed
         x = torch.where((s > i)[:, None, None, None], erode(x, 1), x)
     return x > 0.5
 
