@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .networks import InteractionEnsemble, LimNet
+from .networks import InteractionEnsemble, LimNet, widths_of
 
 FORMAT = "napari-limnet-weights/1"
 DEFAULT_WEIGHTS = "limnet_default.pt"
@@ -135,9 +135,17 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
     try:
         context = meta.get("interaction_context", 0)
         context = [int(c) for c in context] if isinstance(context, list) else int(context)
-        net = LimNet(interaction_context=context)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} has a bad interaction_context in its meta: {exc}") from exc
+    try:  # the interaction network's widths, read from its weights
+        sd = saved["state_dict"]
+        if isinstance(context, list):
+            widths: Any = [widths_of(sd, f"interaction.members.{k}.") for k in range(len(context))]
+        else:
+            widths = widths_of(sd, "interaction.")
+        net = LimNet(interaction_context=context, interaction_widths=widths)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} does not fit this version's networks: {exc}") from exc
     try:
         state = {
             k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v

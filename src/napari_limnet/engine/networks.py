@@ -23,6 +23,7 @@ IMG_CH = 2  # see preprocess.normalise
 # the interaction network's first convolution (image, clicks, box, prev mask, context slices)
 FIRST_CONV = "encoder.l1.0.0.weight"
 CROP = 128  # side of the network window in pixels
+WIDTHS = (16, 32, 64, 128)  # the interaction network's channels per level (the shipped ones)
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -111,12 +112,13 @@ class InteractionNet(nn.Module):
 
     IN_CH = IMG_CH + 4  # without context
 
-    def __init__(
-        self, widths: tuple[int, int, int, int] = (16, 32, 64, 128), context: int = 0
-    ) -> None:
+    def __init__(self, widths: tuple[int, ...] = WIDTHS, context: int = 0) -> None:
         super().__init__()
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
+        if len(widths) != 4 or min(widths) < 8 or any(w % 8 for w in widths):
+            raise ValueError(f"widths must be 4 multiples of 8, got {tuple(widths)}")
+        self.widths = tuple(int(w) for w in widths)
         self.context_slices = context
         self.in_ch = self.IN_CH + 2 * context * IMG_CH
         self.encoder = _Encoder(self.in_ch, widths)
@@ -138,11 +140,20 @@ class InteractionEnsemble(nn.Module):
     ``docs/training/experiments.md``, thirteenth session).
     """
 
-    def __init__(self, contexts: tuple[int, ...] | list[int]) -> None:
+    def __init__(
+        self,
+        contexts: tuple[int, ...] | list[int],
+        widths: list[tuple[int, ...]] | None = None,
+    ) -> None:
         super().__init__()
         if len(contexts) < 2:
             raise ValueError(f"an ensemble needs at least two members, got {len(contexts)}")
-        self.members = nn.ModuleList(InteractionNet(context=int(c)) for c in contexts)
+        widths = list(widths) if widths is not None else [WIDTHS] * len(contexts)
+        if len(widths) != len(contexts):
+            raise ValueError(f"{len(contexts)} members but {len(widths)} widths")
+        self.members = nn.ModuleList(
+            InteractionNet(w, context=int(c)) for c, w in zip(contexts, widths, strict=True)
+        )
         self.context_slices = max(m.context_slices for m in self.members)
         self._channels = [self._channels_of(m.context_slices) for m in self.members]
 
@@ -173,6 +184,14 @@ class InteractionEnsemble(nn.Module):
 def context_of(state: dict[str, torch.Tensor]) -> int:
     """The ``context_slices`` of an ``InteractionNet`` state dict (from its input width)."""
     return (state[FIRST_CONV].shape[1] - InteractionNet.IN_CH) // (2 * IMG_CH)
+
+
+def widths_of(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[int, ...]:
+    """The ``widths`` of an ``InteractionNet`` state dict (keys under ``prefix``), read from
+    the first convolution of each encoder level."""
+    keys = ("encoder.l1.0.0.weight", "encoder.l2.c1.0.weight", "encoder.l3.c1.0.weight")
+    keys += ("encoder.l4.0.c1.0.weight",)
+    return tuple(int(state[prefix + k].shape[0]) for k in keys)
 
 
 class MemoryNet(nn.Module):
@@ -267,16 +286,27 @@ class LimNet(nn.Module):
 
     ``interaction_context``: neighbouring slices on each side that the interaction network
     sees (``InteractionNet``); a list of two or more makes an ``InteractionEnsemble`` of
-    networks with those contexts (the shipped weights: ``[0, 1]``).
+    networks with those contexts (the shipped weights: ``[0, 1]``). ``interaction_widths``:
+    the interaction network's ``widths`` (``WIDTHS`` when None), a list of them for an
+    ensemble.
     """
 
-    def __init__(self, interaction_context: int | list[int] = 0) -> None:
+    def __init__(
+        self,
+        interaction_context: int | list[int] = 0,
+        interaction_widths: tuple[int, ...] | list[tuple[int, ...]] | None = None,
+    ) -> None:
         super().__init__()
         self.interaction: InteractionNet | InteractionEnsemble
+        single = isinstance(interaction_context, int)
+        if interaction_widths is not None and single != isinstance(interaction_widths, tuple):
+            raise ValueError("give one widths tuple for one network, a list for an ensemble")
         if isinstance(interaction_context, int):
-            self.interaction = InteractionNet(context=interaction_context)
+            one = interaction_widths if isinstance(interaction_widths, tuple) else WIDTHS
+            self.interaction = InteractionNet(one, context=interaction_context)
         else:
-            self.interaction = InteractionEnsemble(interaction_context)
+            each = interaction_widths if isinstance(interaction_widths, list) else None
+            self.interaction = InteractionEnsemble(interaction_context, each)
         self.memory = MemoryNet()
         self.scorer = FusionScorer()
 

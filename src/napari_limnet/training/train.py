@@ -41,6 +41,7 @@ from ..engine.networks import (
     InteractionNet,
     LimNet,
     context_of,
+    widths_of,
 )
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
 from . import perturb
@@ -97,6 +98,9 @@ class TrainConfig:
     # ``InteractionNet``); 0 = one slice, as the shipped weights. With ``init_weights`` of
     # fewer, the new input channels start at zero (the network starts as the old one).
     interaction_context: int = 0
+    # the interaction network's channels per level (``networks.WIDTHS`` when empty); a run from
+    # ``init_weights`` keeps that file's
+    interaction_widths: list[int] = field(default_factory=list)
     cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
@@ -529,7 +533,7 @@ def with_context(net: InteractionNet, context: int) -> InteractionNet:
         return net
     if context < old:
         raise ValueError(f"cannot drop context slices ({old} -> {context})")
-    new = InteractionNet(context=context)
+    new = InteractionNet(net.widths, context=context)
     state = net.state_dict()
     key = FIRST_CONV
     w = torch.zeros_like(new.state_dict()[key])
@@ -561,7 +565,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + rank)
-    full = LimNet(interaction_context=cfg.interaction_context)
+    widths = tuple(cfg.interaction_widths) if cfg.interaction_widths else None
+    full = LimNet(interaction_context=cfg.interaction_context, interaction_widths=widths)
     if cfg.init_weights:
         from ..engine.model import load_model
 
@@ -571,6 +576,11 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
                 f"{cfg.init_weights} holds an ensemble of interaction networks; write its "
                 "members as weights files of their own with training.train.split_ensemble "
                 "and fine-tune one of those"
+            )
+        if stage == "interaction" and widths and widths != full.interaction.widths:
+            raise ValueError(
+                f"interaction_widths {list(widths)} differ from those of {cfg.init_weights} "
+                f"({list(full.interaction.widths)}); leave them out to fine-tune it"
             )
         if stage == "interaction" and cfg.interaction_context > full.interaction.context_slices:
             full.interaction = with_context(full.interaction, cfg.interaction_context)
@@ -819,11 +829,14 @@ def export(
         if not path.exists() and base:
             continue
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if stage == "interaction":  # the run's own input width (a 2.5D network or not)
-            context = context_of(saved["model"])
+        if stage == "interaction":  # the run's own input (2.5D or not) and widths
+            context, widths = context_of(saved["model"]), widths_of(saved["model"])
             inter = net.interaction
-            if not isinstance(inter, InteractionNet) or context != inter.context_slices:
-                net.interaction = InteractionNet(context=context)
+            if not isinstance(inter, InteractionNet) or (context, widths) != (
+                inter.context_slices,
+                inter.widths,
+            ):
+                net.interaction = InteractionNet(widths, context=context)
         getattr(net, stage).load_state_dict(saved["model"])
         steps[stage] = {"steps": int(saved["step"]), "seconds": round(float(saved["elapsed"]), 1)}
         # the run's own start point; a checkpoint without its config (older runs) is taken
@@ -850,7 +863,9 @@ def ensemble(members: list[str | Path], weights: str | Path, meta: dict | None =
             raise ValueError(f"{path} already holds an ensemble; give its member files")
     net = models[0].net
     nets = [m.net.interaction for m in models]
-    net.interaction = InteractionEnsemble([n.context_slices for n in nets])
+    net.interaction = InteractionEnsemble(
+        [n.context_slices for n in nets], [n.widths for n in nets]
+    )
     for member, n in zip(net.interaction.members, nets, strict=True):
         member.load_state_dict(n.state_dict())
     first = models[0].meta
