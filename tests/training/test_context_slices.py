@@ -162,3 +162,5 @@ def test_prepared_training_configs_load() -> None:
     for p in paths:
         cfg = T.TrainConfig.load(p)
         assert cfg.stages and cfg.interaction_context >= 0, p
+        if cfg.interaction_widths:  # builds (4 multiples of 8)
+            assert InteractionNet(tuple(cfg.interaction_widths)).widths, p
