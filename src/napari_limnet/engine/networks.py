@@ -189,7 +189,7 @@ def context_of(state: dict[str, torch.Tensor]) -> int:
 def widths_of(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[int, ...]:
     """The ``widths`` of an ``InteractionNet`` state dict (keys under ``prefix``), read from
     the first convolution of each encoder level."""
-    keys = ("encoder.l1.0.0.weight", "encoder.l2.c1.0.weight", "encoder.l3.c1.0.weight")
+    keys = (FIRST_CONV, "encoder.l2.c1.0.weight", "encoder.l3.c1.0.weight")
     keys += ("encoder.l4.0.c1.0.weight",)
     return tuple(int(state[prefix + k].shape[0]) for k in keys)
 
@@ -301,12 +301,11 @@ class LimNet(nn.Module):
         single = isinstance(interaction_context, int)
         if interaction_widths is not None and single != isinstance(interaction_widths, tuple):
             raise ValueError("give one widths tuple for one network, a list for an ensemble")
-        if isinstance(interaction_context, int):
-            one = interaction_widths if isinstance(interaction_widths, tuple) else WIDTHS
-            self.interaction = InteractionNet(one, context=interaction_context)
+        if single:
+            widths = interaction_widths or WIDTHS
+            self.interaction = InteractionNet(widths, context=interaction_context)
         else:
-            each = interaction_widths if isinstance(interaction_widths, list) else None
-            self.interaction = InteractionEnsemble(interaction_context, each)
+            self.interaction = InteractionEnsemble(interaction_context, interaction_widths)
         self.memory = MemoryNet()
         self.scorer = FusionScorer()
 
