@@ -163,4 +163,5 @@ def test_prepared_training_configs_load() -> None:
         cfg = T.TrainConfig.load(p)
         assert cfg.stages and cfg.interaction_context >= 0, p
         if cfg.interaction_widths:  # builds (4 multiples of 8)
-            assert InteractionNet(tuple(cfg.interaction_widths)).widths, p
+            widths = tuple(cfg.interaction_widths)
+            assert InteractionNet(widths).widths == widths, p
