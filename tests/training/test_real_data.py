@@ -215,12 +215,17 @@ def test_training_check_samples_are_on_training_cases_and_disjoint() -> None:
     cfg = resources.files("napari_limnet").joinpath("configs")
     samples = [
         {(o.case_id, o.label_file, o.values) for o in load_eval_objects(str(cfg / name))}
-        for name in ("check_objects_train.json", "check_objects_train2.json")
+        for name in (
+            "check_objects_train.json",
+            "check_objects_train2.json",
+            "check_objects_train3.json",
+        )
     ]
-    assert [len(s) for s in samples] == [37, 31]
+    assert [len(s) for s in samples] == [37, 31, 52]
     for s in samples:
         assert {c for c, _, _ in s} <= set(split["train"])
     assert not samples[0] & samples[1]
+    assert not (samples[0] | samples[1]) & samples[2]
 
 
 @pytest.mark.shared_data
