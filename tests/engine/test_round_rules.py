@@ -49,7 +49,8 @@ class FakePropagator:
         return False
 
 
-def fake_segment(model, image, spacing_yx, prompts, prev, neighbours=None):
+def fake_segment(model, image, spacing_yx, prompts, prev, neighbours=None, size_hint=None):
+    FakePropagator.log.append(("segment", int(image[0, 0]), size_hint))
     empty = all(not positive for _, _, positive in prompts.clicks)
     return predict.SliceResult(np.zeros_like(SQUARE) if empty else SQUARE.copy(), None, None)
 
@@ -167,3 +168,32 @@ def test_a_negative_click_on_a_slice_without_a_mask_propagates_as_before() -> No
     # nothing was on slice 4 (nor anywhere): the round starts the object there
     out = _clicks_round([True, False], {})
     assert [out[z] for z in range(3, 7)] == [True, True, True, True]
+
+
+def _hints(prompts: dict[int, SlicePrompts], old: dict[int, np.ndarray], pinned) -> dict:
+    """The size hint each prompted slice's 2D step got, by slice."""
+    for _ in run_round(None, Volume(), prompts, old.get, pinned, lambda z: None):
+        pass
+    return {e[1]: e[2] for e in FakePropagator.log if e[0] == "segment"}
+
+
+def test_a_slice_without_a_mask_gets_the_largest_prompted_mask_as_size_hint() -> None:
+    small, large, larger = (np.zeros(SHAPE[1:], bool) for _ in range(3))
+    small[6:8, 6:8] = True
+    large[4:10, 4:10] = True
+    larger[2:14, 2:14] = True
+    # slices 3 and 5 were prompted in earlier rounds; 9 only got a propagated mask
+    old = {3: small, 5: large, 9: larger}
+    click = SlicePrompts(clicks=((8.0, 8.0, True),))
+    hints = _hints({8: click}, old, pinned=(3, 5))
+    assert hints[8] is large  # not the nearest (9) nor the larger propagated one
+    # a slice that has a mask, or a box, sets its own window
+    FakePropagator.log = []
+    hints = _hints({5: click}, old, pinned=(3,))
+    assert hints[5] is None
+    FakePropagator.log = []
+    boxed = SlicePrompts(clicks=click.clicks, boxes=((2, 2, 12, 12),))
+    assert _hints({8: boxed}, old, pinned=(3, 5))[8] is None
+    # no earlier prompted slice with a mask: the wide window, as for a first click
+    FakePropagator.log = []
+    assert _hints({8: click}, {9: larger}, pinned=())[8] is None

@@ -70,6 +70,7 @@ def segment_slice(
     prompts: SlicePrompts,
     prev: np.ndarray | None,
     neighbours: Callable[[int], list[np.ndarray]] | None = None,
+    size_hint: np.ndarray | None = None,
 ) -> SliceResult:
     """The interaction network on one slice: all its prompts + its previous mask -> mask.
 
@@ -78,6 +79,9 @@ def segment_slice(
     as the previous mask), so organs and small lesions are both seen at a useful scale.
     ``neighbours(c)``: the slices z-c .. z-1, z+1 .. z+c (``neighbour_slices``), called only
     for a network with ``context_slices`` c > 0 (a 2.5D input), so others read no more slices.
+    ``size_hint``: the object's mask on another slice (bool (Y, X)); on a slice with no
+    previous mask and no box, the first window takes the size of that mask's window instead
+    of the wide one, centred on the clicks.
     """
     dev = model.device
     net = model.net.interaction
@@ -103,6 +107,12 @@ def segment_slice(
         raise ValueError("a prompted slice needs at least one click or box")
     if len(boxes) or has_prev:
         window = window_around(ys, xs, spacing_yx)
+    elif size_hint is not None and size_hint.any():
+        # The object's size is known from another slice: a thin or small object seen
+        # through the wide window comes out several times too large.
+        hy, hx = np.nonzero(size_hint)
+        side = window_around(hy, hx, spacing_yx).side_mm
+        window = window_around(ys, xs, spacing_yx, min_side_mm=side)
     else:
         extent = max(shape[0] * spacing_yx[0], shape[1] * spacing_yx[1])
         window = window_around(ys, xs, spacing_yx, min_side_mm=min(WIDE_SIDE_MM, extent))
