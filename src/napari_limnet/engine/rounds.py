@@ -98,14 +98,15 @@ def run_round(
     images = {}  # prompted slices, read once (lazy volumes)
     for z in sorted(prompts):
         images[z] = volume.slice(z)
+        old = current(z)
         res = segment_slice(
             model,
             images[z],
             spacing_yx,
             prompts[z],
-            current(z),
+            old,
             neighbours=functools.partial(neighbour_slices, volume, z),
-            size_hint=_size_hint(prompts[z], current, z, pinned),
+            size_hint=_size_hint(prompts[z], old, current, pinned),
         )
         final = without_blocked(z, res.mask)
         starts.append((z, final, res.norm))
@@ -252,8 +253,8 @@ AGREE_SLICES = 2  # ... on this many slices in a row
 
 def _size_hint(
     prompts: SlicePrompts,
+    old: np.ndarray | None,
     current: Callable[[int], np.ndarray | None],
-    z: int,
     pinned: Collection[int],
 ) -> np.ndarray | None:
     """The mask that sets the first window of a prompted slice without a mask or a box.
@@ -261,9 +262,10 @@ def _size_hint(
     The largest mask of the slices prompted in earlier rounds (None if they have none):
     their masks come from clicks. Not the nearest mask: where propagation faded out, that
     is a remnant whose window is far too small (a brain tumour's second click, next to
-    such a remnant, came out with 27 of its 4,388 pixels).
+    such a remnant, came out with 27 of its 4,388 pixels). ``old``: the prompted slice's
+    mask before this round.
     """
-    if prompts.boxes or _had_mask(current(z)):
+    if prompts.boxes or _had_mask(old):
         return None
     best, hint = 0, None
     for zp in sorted(pinned):
