@@ -197,3 +197,55 @@ def test_a_slice_without_a_mask_gets_the_largest_prompted_mask_as_size_hint() ->
     # no earlier prompted slice with a mask: the wide window, as for a first click
     FakePropagator.log = []
     assert _hints({8: click}, {9: larger}, pinned=())[8] is None
+
+
+def _steps_by_source() -> dict[int, list[int]]:
+    """The slices each propagation stepped through, keyed by its source slice (the first
+    slice a propagator remembers)."""
+    out: dict[int, list[int]] = {}
+    source = None
+    for e in FakePropagator.log:
+        if e[0] == "start":
+            source = None
+        elif e[0] == "remember" and source is None:
+            source = e[1]
+            out.setdefault(source, [])
+        elif e[0] == "step":
+            out[source].append(e[1])
+    return out
+
+
+def test_two_slices_prompted_in_one_round_share_the_slices_between_them() -> None:
+    out = _round({3: True, 6: True}, {})
+    steps = _steps_by_source()
+    assert steps[3] == [4, 2]  # up to the middle, then down past the object's end
+    assert steps[6] == [7, 5]  # up past the end, then down: none of 3's half again
+    assert all(out[z] for z in range(3, 7))
+    FakePropagator.log = []
+    _round({3: True, 7: True}, {})  # an odd gap: the lower slice takes the middle one
+    assert _steps_by_source()[3][:2] == [4, 5]
+    assert _steps_by_source()[7] == [8, 6]
+
+
+def _negative_round(latest_positive: bool) -> dict[int, bool]:
+    """Slice 3 was prompted in an earlier round; slice 7 gets a second click now."""
+    small = np.zeros(SHAPE[1:], bool)
+    small[6:9, 6:9] = True  # unlike the new masks, so no agreement stop ends the round early
+    old = {z: SQUARE.copy() if z in (3, 7) else small for z in range(3, 8)}
+    sp = {7: SlicePrompts(clicks=((8.0, 8.0, True), (9.0, 9.0, latest_positive)))}
+    out: dict[int, bool] = {}
+    for z, mask, _ in run_round(
+        None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions(fusion=False)
+    ):
+        out[z] = bool(mask.any())
+    return out
+
+
+def test_a_negative_click_reaches_only_halfway_to_an_earlier_prompted_slice() -> None:
+    out = _negative_round(latest_positive=False)
+    assert _steps_by_source()[7] == [6, 5]  # 4 is nearer to slice 3: it keeps its mask
+    assert 4 not in out
+    FakePropagator.log = []
+    out = _negative_round(latest_positive=True)  # "more" goes all the way, as before
+    assert _steps_by_source()[7] == [8, 6, 5, 4]  # 8: past the object's end
+    assert 4 in out
