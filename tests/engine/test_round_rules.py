@@ -18,6 +18,8 @@ SHAPE = (12, 16, 16)
 OBJECT = range(3, 7)  # the slices that hold the object
 SQUARE = np.zeros(SHAPE[1:], bool)
 SQUARE[4:12, 4:12] = True
+SMALL = np.zeros(SHAPE[1:], bool)
+SMALL[6:9, 6:9] = True
 
 
 class Volume:
@@ -45,7 +47,8 @@ class FakePropagator:
         FakePropagator.log.append(("step", z))
         return prev.copy() if z in OBJECT else np.zeros_like(prev)
 
-    def prefer_previous(self, image, old, new, grow) -> bool:
+    def prefer_previous(self, image, old, new, grow, ratio=None) -> bool:
+        FakePropagator.log.append(("fuse", int(image[0, 0]), ratio))
         return False
 
 
@@ -229,9 +232,8 @@ def test_two_slices_prompted_in_one_round_share_the_slices_between_them() -> Non
 
 def _negative_round(latest_positive: bool) -> dict[int, bool]:
     """Slice 3 was prompted in an earlier round; slice 7 gets a second click now."""
-    small = np.zeros(SHAPE[1:], bool)
-    small[6:9, 6:9] = True  # unlike the new masks, so no agreement stop ends the round early
-    old = {z: SQUARE.copy() if z in (3, 7) else small for z in range(3, 8)}
+    # unlike the new masks in between, so no agreement stop ends the round early
+    old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
     sp = {7: SlicePrompts(clicks=((8.0, 8.0, True), (9.0, 9.0, latest_positive)))}
     out: dict[int, bool] = {}
     for z, mask, _ in run_round(
@@ -249,3 +251,15 @@ def test_a_negative_click_reaches_only_halfway_to_an_earlier_prompted_slice() ->
     out = _negative_round(latest_positive=True)  # "more" goes all the way, as before
     assert _steps_by_source()[7] == [8, 6, 5, 4]  # 8: past the object's end
     assert 4 in out
+
+
+def test_a_positive_click_only_grows_the_masks_nearer_an_earlier_prompted_slice() -> None:
+    # unlike the new masks in between, so no agreement stop ends the round early
+    old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
+    sp = {7: SlicePrompts(clicks=((8.0, 8.0, False), (9.0, 9.0, True)))}  # latest: "more"
+    for _ in run_round(None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions()):
+        pass
+    ratios = {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
+    # slices 6 and 5 are nearer slice 7: the usual fusion rule; 4 is nearer slice 3, where
+    # the new mask must be no smaller than the old one (a ratio of 1)
+    assert ratios == {6: None, 5: None, 4: 1.0}

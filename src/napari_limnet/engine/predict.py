@@ -305,20 +305,25 @@ class Propagator:
         return _touching_parts(_full_mask(logits, window, self.spacing_yx, prev.shape), prev)
 
     def prefer_previous(
-        self, image: np.ndarray, old: np.ndarray, new: np.ndarray, grow: bool
+        self,
+        image: np.ndarray,
+        old: np.ndarray,
+        new: np.ndarray,
+        grow: bool,
+        ratio: float | None = None,
     ) -> bool:
         """Fusion: True when the slice keeps the previous round's mask.
 
         It does where the new mask went against the click the round came from: its area is
-        under ``model.fusion_ratio`` times the old one's after a click asking for more
-        (``grow``: a positive click or a box), or the old one's is under that share of the new
-        one's after a negative click; or where the scorer is surer than
+        under ``ratio`` (default ``model.fusion_ratio``) times the old one's after a click
+        asking for more (``grow``: a positive click or a box), or the old one's is under that
+        share of the new one's after a negative click; or where the scorer is surer than
         ``model.fusion_threshold`` (1: off) that the previous mask was better.
         """
         if np.array_equal(old, new):
             return False
         a_old, a_new = np.count_nonzero(old), np.count_nonzero(new)
-        ratio = self.model.fusion_ratio
+        ratio = self.model.fusion_ratio if ratio is None else ratio
         if (a_new < ratio * a_old) if grow else (a_old < ratio * a_new):
             return True
         if self.model.fusion_threshold >= 1 and self.model.fusion_probe is None:
