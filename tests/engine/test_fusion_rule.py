@@ -60,6 +60,13 @@ def test_the_rule(old: int, new: int, grow: bool, keep: bool) -> None:
     assert prop.model.net.scorer.calls == 0  # threshold 1: the scorer is off
 
 
+def test_a_ratio_of_one_keeps_any_shrunk_mask_after_a_positive_click() -> None:
+    prop = _propagator(threshold=1.0)
+    assert prop.prefer_previous(IMAGE, _square(10), _square(9), True, ratio=1.0)
+    assert not prop.prefer_previous(IMAGE, _square(10), _square(9), True)  # model's 0.5
+    assert not prop.prefer_previous(IMAGE, _square(10), _square(11), True, ratio=1.0)
+
+
 def test_the_scorer_decides_the_rest_below_threshold_one() -> None:
     prop = _propagator(threshold=0.9)
     assert prop.prefer_previous(IMAGE, _square(10), _square(16), True)

@@ -253,13 +253,21 @@ def test_a_negative_click_reaches_only_halfway_to_an_earlier_prompted_slice() ->
     assert 4 in out
 
 
-def test_a_positive_click_only_grows_the_masks_nearer_an_earlier_prompted_slice() -> None:
+def test_a_positive_click_never_shrinks_a_propagated_mask() -> None:
     # unlike the new masks in between, so no agreement stop ends the round early
     old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
     sp = {7: SlicePrompts(clicks=((8.0, 8.0, False), (9.0, 9.0, True)))}  # latest: "more"
     for _ in run_round(None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions()):
         pass
     ratios = {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
-    # slices 6 and 5 are nearer slice 7: the usual fusion rule; 4 is nearer slice 3, where
-    # the new mask must be no smaller than the old one (a ratio of 1)
-    assert ratios == {6: None, 5: None, 4: 1.0}
+    # fusion keeps the old mask wherever the new one is smaller (a ratio of 1)
+    assert ratios == {6: 1.0, 5: 1.0, 4: 1.0}
+
+
+def test_a_negative_click_keeps_the_models_fusion_ratio() -> None:
+    old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
+    sp = {7: SlicePrompts(clicks=((8.0, 8.0, True), (9.0, 9.0, False)))}  # latest: "less"
+    for _ in run_round(None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions()):
+        pass
+    ratios = {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
+    assert ratios == {6: None, 5: None}  # and only halfway towards slice 3

@@ -20,8 +20,8 @@ history, other objects) and passes in what a round needs as plain values and cal
    non-empty slice prompted in an earlier round, that slice's mask is propagated again, with
    the empty slice pinned in the memory as "no object here".
 3. Fusion: a propagated slice that already had a mask keeps it where the new mask went
-   against the click the round came from (shrank by half after a positive click, doubled
-   after a negative one), or where the scorer, when switched on, finds it better.
+   against the click the round came from (shrank at all after a positive click, more than
+   doubled after a negative one), or where the scorer, when switched on, finds it better.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def run_round(
                 n += 1
                 y += d
             spans[(z, d)] = n
-    reach, grow_only = _reach(spans, starts, prompts, current, pinned, dirs, (z_lo, z_hi))
+    reach = _reach(spans, starts, prompts, current, pinned, dirs, (z_lo, z_hi))
     total = len(starts) + sum(reach.values())
     for z, final, _ in starts:
         yield z, final, total
@@ -222,10 +222,9 @@ def run_round(
             cand = without_blocked(z, step)
             final = cand
             if options.fusion and old is not None and old.any():
-                # past this, the slices are nearer an earlier prompted slice: a "more" click
-                # may grow their masks, not shrink them
-                far = z0 in prompts and i > grow_only.get((z0, d), span)
-                if prop.prefer_previous(img, old, cand, grow, ratio=1.0 if far else None):
+                # a "more" click may grow a mask, never shrink it; a "less" click keeps the
+                # model's ratio (a leak cut may take more than the click's region)
+                if prop.prefer_previous(img, old, cand, grow, ratio=1.0 if grow else None):
                     final = old
             visited += 1
             done += 1
@@ -266,9 +265,8 @@ def _reach(
     pinned: Collection[int],
     dirs: list[int],
     limits: tuple[int, int],
-) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
-    """How many slices each prompted slice's propagation may cover in each direction, and
-    after how many of them it may only grow the masks there.
+) -> dict[tuple[int, int], int]:
+    """How many slices each prompted slice's propagation may cover in each direction.
 
     ``spans[(z, d)]``: the slices from z in direction d up to the next prompted slice (or the
     volume's or the limits' end). Two cases stop halfway, at the slices nearer to z:
@@ -280,27 +278,21 @@ def _reach(
       a "less here" click spoils masks that an earlier prompt, nearer to them, had made (on
       the training-case checks: Dice@6 +0.007, objects falling by more than 0.05 from one
       click to the next 62 -> 48; see ``docs/training/experiments.md``).
-    When z's latest prompt asks for more, its propagation goes the whole way to a non-empty
-    slice prompted in an earlier round, but on the far half a slice keeps its mask where the
-    new one is smaller (``grow_only[(z, d)]``: the slices before that half; training-case
-    checks: Dice@10 +0.005, falls 49 -> 45).
+    A click asking for more goes the whole way (growth needs it); fusion keeps it from
+    shrinking the masks there.
     """
     with_mask = {z for z, m, _ in starts if m.any()}
     earlier = {int(z) for z in pinned}
     reach = dict(spans)
-    grow_only: dict[tuple[int, int], int] = {}
     for (z, d), n in spans.items():
         z_end = z + d * (n + 1)
         if z not in with_mask or not limits[0] <= z_end <= limits[1]:
             continue
         if z_end in with_mask and -d in dirs:
             reach[(z, d)] = (n + 1) // 2 if d > 0 else n // 2
-        elif z_end in earlier and _had_mask(current(z_end)):
-            if _asks_for_more(prompts[z]):
-                grow_only[(z, d)] = (n + 1) // 2
-            else:
-                reach[(z, d)] = (n + 1) // 2
-    return reach, grow_only
+        elif z_end in earlier and not _asks_for_more(prompts[z]) and _had_mask(current(z_end)):
+            reach[(z, d)] = (n + 1) // 2
+    return reach
 
 
 def _size_hint(
