@@ -222,8 +222,9 @@ def run_round(
             cand = without_blocked(z, step)
             final = cand
             if options.fusion and old is not None and old.any():
-                # a "more" click may grow a mask, never shrink it; a "less" click keeps the
-                # model's ratio (a leak cut may take more than the click's region)
+                # a "more" click may grow a mask, never shrink it (a gain at 10 clicks on the
+                # training-case checks); for a "less" click "never grow" changed nothing
+                # measurable, so it keeps the model's ratio (experiments.md, 23rd session)
                 if prop.prefer_previous(img, old, cand, grow, ratio=1.0 if grow else None):
                     final = old
             visited += 1
@@ -276,8 +277,8 @@ def _reach(
     - z's latest prompt asks for less (a negative click) and the next slice is a non-empty
       slice prompted in an earlier round: the far half keeps its masks. Carried all the way,
       a "less here" click spoils masks that an earlier prompt, nearer to them, had made (on
-      the training-case checks: Dice@6 +0.007, objects falling by more than 0.05 from one
-      click to the next 62 -> 48; see ``docs/training/experiments.md``).
+      the training-case checks: Dice@6 +0.006, objects falling by more than 0.05 from one
+      click to the next 62 -> 49; see ``docs/training/experiments.md``).
     A click asking for more goes the whole way (growth needs it); fusion keeps it from
     shrinking the masks there.
     """
