@@ -230,44 +230,42 @@ def test_two_slices_prompted_in_one_round_share_the_slices_between_them() -> Non
     assert _steps_by_source()[7] == [8, 6]
 
 
-def _negative_round(latest_positive: bool) -> dict[int, bool]:
-    """Slice 3 was prompted in an earlier round; slice 7 gets a second click now."""
+def _second_click_round(latest_positive: bool, fusion: bool = False) -> dict[int, bool]:
+    """Slice 3 was prompted in an earlier round; slice 7 gets a second click of the other
+    sign before it now; {z: mask non-empty} for every slice the round decides."""
     # unlike the new masks in between, so no agreement stop ends the round early
     old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
-    sp = {7: SlicePrompts(clicks=((8.0, 8.0, True), (9.0, 9.0, latest_positive)))}
+    clicks = ((8.0, 8.0, not latest_positive), (9.0, 9.0, latest_positive))
+    sp = {7: SlicePrompts(clicks=clicks)}
     out: dict[int, bool] = {}
     for z, mask, _ in run_round(
-        None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions(fusion=False)
+        None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions(fusion=fusion)
     ):
         out[z] = bool(mask.any())
     return out
 
 
+def _fusion_ratios() -> dict[int, float | None]:
+    """The ratio each fusion decision was asked with, by slice."""
+    return {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
+
+
 def test_a_negative_click_reaches_only_halfway_to_an_earlier_prompted_slice() -> None:
-    out = _negative_round(latest_positive=False)
+    out = _second_click_round(latest_positive=False)
     assert _steps_by_source()[7] == [6, 5]  # 4 is nearer to slice 3: it keeps its mask
     assert 4 not in out
     FakePropagator.log = []
-    out = _negative_round(latest_positive=True)  # "more" goes all the way, as before
+    out = _second_click_round(latest_positive=True)  # "more" goes all the way, as before
     assert _steps_by_source()[7] == [8, 6, 5, 4]  # 8: past the object's end
     assert 4 in out
 
 
 def test_a_positive_click_never_shrinks_a_propagated_mask() -> None:
-    # unlike the new masks in between, so no agreement stop ends the round early
-    old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
-    sp = {7: SlicePrompts(clicks=((8.0, 8.0, False), (9.0, 9.0, True)))}  # latest: "more"
-    for _ in run_round(None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions()):
-        pass
-    ratios = {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
+    _second_click_round(latest_positive=True, fusion=True)
     # fusion keeps the old mask wherever the new one is smaller (a ratio of 1)
-    assert ratios == {6: 1.0, 5: 1.0, 4: 1.0}
+    assert _fusion_ratios() == {6: 1.0, 5: 1.0, 4: 1.0}
 
 
 def test_a_negative_click_keeps_the_models_fusion_ratio() -> None:
-    old = {z: SQUARE.copy() if z in (3, 7) else SMALL for z in range(3, 8)}
-    sp = {7: SlicePrompts(clicks=((8.0, 8.0, True), (9.0, 9.0, False)))}  # latest: "less"
-    for _ in run_round(None, Volume(), sp, old.get, (3,), lambda z: None, RoundOptions()):
-        pass
-    ratios = {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
-    assert ratios == {6: None, 5: None}  # and only halfway towards slice 3
+    _second_click_round(latest_positive=False, fusion=True)
+    assert _fusion_ratios() == {6: None, 5: None}  # and only halfway towards slice 3
