@@ -41,6 +41,23 @@ def test_shipped_weights_load(shipped) -> None:
         assert torch.isfinite(t).all()
 
 
+def test_propagation_reports_its_confidence(shipped) -> None:
+    import numpy as np
+
+    from napari_limnet.engine.predict import Propagator, norm_of_mask
+
+    yy, xx = np.mgrid[:96, :96]
+    disk = (yy - 48) ** 2 + (xx - 48) ** 2 <= 15**2
+    image = np.where(disk, 200.0, 0.0).astype(np.float32)
+    prop = Propagator(shipped, (1.0, 1.0), norm_of_mask(image, disk, (1.0, 1.0)))
+    assert prop.confidence == 0.0  # no step yet
+    with torch.inference_mode():
+        prop.remember(image, disk, pinned=True)
+        mask = prop.step(image, disk)  # the same slice again: the network is sure of it
+    assert mask[48, 48]
+    assert 0.5 < prop.confidence <= 1.0
+
+
 def test_parameter_budget(shipped) -> None:
     n = count_parameters(shipped.net)
     assert 0 < n <= 5_000_000, f"{n} parameters"

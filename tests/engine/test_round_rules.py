@@ -32,6 +32,7 @@ class Volume:
 
 class FakePropagator:
     log: list[tuple] = []
+    confidence = 1.0
 
     def __init__(self, model, spacing_yx, norm) -> None:
         FakePropagator.log.append(("start",))
@@ -137,6 +138,34 @@ def test_propagation_ends_where_the_mask_shrinks_to_a_remnant(monkeypatch) -> No
     # slices 3..7 keep 49, 36, 25, 16 and 9 pixels; 9 < 9.6 ends the object at slice 7
     assert [out[z] for z in range(3, 8)] == [True, True, True, True, False]
     assert [e[1] for e in FakePropagator.log if e[0] == "step"][:6] == [3, 4, 5, 6, 7, 1]
+
+
+def _leak_less_surely(monkeypatch) -> None:
+    """The fake network copies the mask past the object's end too, less sure of it there."""
+
+    def leaking(self, image, prev):
+        z = int(image[0, 0])
+        FakePropagator.log.append(("step", z))
+        self.confidence = 0.95 if z in OBJECT else 0.85
+        return prev.copy()
+
+    monkeypatch.setattr(FakePropagator, "step", leaking)
+
+
+def test_a_first_round_ends_where_the_network_grows_unsure(monkeypatch) -> None:
+    _leak_less_surely(monkeypatch)
+    out = _round({2: True}, {})
+    # up: 3..6 at 0.95, then 7 at 0.85, 0.10 under the first three's median: the object ends
+    assert [out[z] for z in range(2, 8)] == [True, True, True, True, True, False]
+    assert 8 not in out
+    # down: too few slices to judge by, so slices 1 and 0 keep the leak
+    assert out[1] and out[0]
+
+
+def test_later_rounds_do_not_end_where_the_network_grows_unsure(monkeypatch) -> None:
+    _leak_less_surely(monkeypatch)
+    out = _round({2: True}, {2: SQUARE.copy()})  # slice 2 already had a mask
+    assert all(out[z] for z in range(3, SHAPE[0]))
 
 
 def _clicks_round(clicks, old) -> dict[int, bool]:

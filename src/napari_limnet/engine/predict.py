@@ -253,6 +253,8 @@ class Propagator:
         self.recent: list[tuple[torch.Tensor, torch.Tensor]] = []
         # the last step's encoding (x, key, skips, window), reused when that slice is remembered
         self._last: tuple | None = None
+        # the last step's mean probability over the pixels it put in the mask (0: none)
+        self.confidence = 0.0
 
     def _window(self, mask: np.ndarray) -> Window:
         ys, xs = np.nonzero(mask)
@@ -292,7 +294,8 @@ class Propagator:
         self._last = None
 
     def step(self, image: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        """The mask of the next slice ``image``, given the neighbouring slice's mask ``prev``."""
+        """The mask of the next slice ``image``, given the neighbouring slice's mask ``prev``
+        (``confidence`` then holds how sure the network was of it)."""
         window = self._window(prev)
         x, key, skips = self._encode(image, window)
         self._last = (x, key, skips, window)
@@ -302,6 +305,9 @@ class Propagator:
         readout = self.net.read_memory(key, mkeys, mvals)
         pm = crop_slice(prev.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
         logits = self.net.segment(readout, skips, shrink_mask(pm, PREV_ERODE))
+        prob = torch.sigmoid(logits.float())
+        inside = prob > 0.5
+        self.confidence = float(prob[inside].mean()) if bool(inside.any()) else 0.0
         return _touching_parts(_full_mask(logits, window, self.spacing_yx, prev.shape), prev)
 
     def prefer_previous(
