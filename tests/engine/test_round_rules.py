@@ -146,7 +146,7 @@ def _leak_less_surely(monkeypatch) -> None:
     def leaking(self, image, prev):
         z = int(image[0, 0])
         FakePropagator.log.append(("step", z))
-        self.confidence = 0.95 if z in OBJECT else 0.85
+        self.confidence = 0.95 if z in OBJECT else 0.88
         return prev.copy()
 
     monkeypatch.setattr(FakePropagator, "step", leaking)
@@ -155,7 +155,7 @@ def _leak_less_surely(monkeypatch) -> None:
 def test_a_first_round_ends_where_the_network_grows_unsure(monkeypatch) -> None:
     _leak_less_surely(monkeypatch)
     out = _round({2: True}, {})
-    # up: 3..6 at 0.95, then 7 at 0.85, 0.10 under the first three's median: the object ends
+    # up: 3..6 at 0.95, then 7 at 0.88, 0.07 under the first three's median: the object ends
     assert [out[z] for z in range(2, 8)] == [True, True, True, True, True, False]
     assert 8 not in out
     # down: too few slices to judge by, so slices 1 and 0 keep the leak
@@ -165,7 +165,24 @@ def test_a_first_round_ends_where_the_network_grows_unsure(monkeypatch) -> None:
 def test_later_rounds_do_not_end_where_the_network_grows_unsure(monkeypatch) -> None:
     _leak_less_surely(monkeypatch)
     out = _round({2: True}, {2: SQUARE.copy()})  # slice 2 already had a mask
+    # 0.88 is sure enough to spread the object to new slices in a later round
     assert all(out[z] for z in range(3, SHAPE[0]))
+
+
+def test_later_rounds_spread_the_object_to_new_slices_only_where_sure(monkeypatch) -> None:
+    def leaking(self, image, prev):
+        z = int(image[0, 0])
+        FakePropagator.log.append(("step", z))
+        self.confidence = 0.95 if z in OBJECT else 0.80
+        return prev.copy()
+
+    monkeypatch.setattr(FakePropagator, "step", leaking)
+    old = {z: SQUARE.copy() for z in (3, 4, 5)}
+    out = _clicks_round([False, True], old)  # "more" on slice 4; the object holds 3..6
+    assert out[5] and out[3]  # slices that had a mask
+    assert out[6]  # a new slice, and the network is sure of it
+    assert out[7] is False and out[2] is False  # new slices it is unsure of: the object ends
+    assert 8 not in out and 1 not in out
 
 
 def _clicks_round(clicks, old) -> dict[int, bool]:
