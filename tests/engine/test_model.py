@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import napari_limnet
 from napari_limnet.engine import model as model_mod
 from napari_limnet.engine.networks import CROP, IMG_CH, LimNet, count_parameters
+from napari_limnet.engine.predict import Propagator, norm_of_mask
 
 torch.set_num_threads(2)
 
@@ -42,10 +44,6 @@ def test_shipped_weights_load(shipped) -> None:
 
 
 def test_propagation_reports_its_confidence(shipped) -> None:
-    import numpy as np
-
-    from napari_limnet.engine.predict import Propagator, norm_of_mask
-
     yy, xx = np.mgrid[:96, :96]
     disk = (yy - 48) ** 2 + (xx - 48) ** 2 <= 15**2
     image = np.where(disk, 200.0, 0.0).astype(np.float32)

@@ -140,13 +140,14 @@ def test_propagation_ends_where_the_mask_shrinks_to_a_remnant(monkeypatch) -> No
     assert [e[1] for e in FakePropagator.log if e[0] == "step"][:6] == [3, 4, 5, 6, 7, 1]
 
 
-def _leak_less_surely(monkeypatch) -> None:
-    """The fake network copies the mask past the object's end too, less sure of it there."""
+def _leak_less_surely(monkeypatch, outside: float = 0.88) -> None:
+    """The fake network copies the mask past the object's end too, with confidence 0.95 on
+    the object's slices and ``outside`` past them."""
 
     def leaking(self, image, prev):
         z = int(image[0, 0])
         FakePropagator.log.append(("step", z))
-        self.confidence = 0.95 if z in OBJECT else 0.88
+        self.confidence = 0.95 if z in OBJECT else outside
         return prev.copy()
 
     monkeypatch.setattr(FakePropagator, "step", leaking)
@@ -170,13 +171,7 @@ def test_later_rounds_do_not_end_where_the_network_grows_unsure(monkeypatch) -> 
 
 
 def test_later_rounds_spread_the_object_to_new_slices_only_where_sure(monkeypatch) -> None:
-    def leaking(self, image, prev):
-        z = int(image[0, 0])
-        FakePropagator.log.append(("step", z))
-        self.confidence = 0.95 if z in OBJECT else 0.80
-        return prev.copy()
-
-    monkeypatch.setattr(FakePropagator, "step", leaking)
+    _leak_less_surely(monkeypatch, outside=0.80)
     old = {z: SQUARE.copy() for z in (3, 4, 5)}
     out = _clicks_round([False, True], old)  # "more" on slice 4; the object holds 3..6
     assert out[5] and out[3]  # slices that had a mask
