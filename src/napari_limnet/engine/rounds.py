@@ -94,8 +94,6 @@ def run_round(
     z_lo = 0 if options.z_min is None else max(0, int(options.z_min))
     z_hi = nz - 1 if options.z_max is None else min(nz - 1, int(options.z_max))
     stops = set(prompts) | {int(z) for z in pinned}
-    # the object's first round: nothing prompted before and no mask yet, so its ends are unknown
-    first_round = not pinned and not any(_had_mask(current(z)) for z in prompts)
 
     def without_blocked(z: int, m: np.ndarray) -> np.ndarray:
         b = blocked(z)
@@ -103,9 +101,11 @@ def run_round(
 
     starts = []
     images = {}  # prompted slices, read once (lazy volumes)
+    had_mask = {}  # whether each prompted slice had a mask before this round
     for z in sorted(prompts):
         images[z] = volume.slice(z)
         old = current(z)
+        had_mask[z] = _had_mask(old)
         res = segment_slice(
             model,
             images[z],
@@ -117,6 +117,8 @@ def run_round(
         )
         final = without_blocked(z, res.mask)
         starts.append((z, final, res.norm))
+    # the object's first round: nothing prompted before and no mask yet, so its ends are unknown
+    first_round = not pinned and not any(had_mask.values())
     dirs = []
     if options.propagation and nz > 1:
         if options.directions in ("both", "up"):
@@ -169,7 +171,7 @@ def run_round(
             norm,
             z0 + d * (spans[(z0, d)] + 1) not in emptied,
             _asks_for_more(prompts[z0]),
-            not _asks_for_more(prompts[z0]) and _had_mask(current(z0)),
+            not _asks_for_more(prompts[z0]) and had_mask[z0],
         )
         for z0, m0, norm in starts
         for d in dirs
@@ -224,12 +226,13 @@ def run_round(
             step = prop.step(img, prev)
             if np.count_nonzero(step) < min_area:  # a remnant this small: the object has ended
                 step = np.zeros_like(step)
-            if first_round and step.any():
-                if _unsure(prop.confidence, confidences):
-                    step = np.zeros_like(step)  # the object has ended
-                confidences.append(prop.confidence)
-            elif step.any() and not _had_mask(old) and prop.confidence < EXTEND_CONFIDENCE:
-                step = np.zeros_like(step)  # too unsure to spread the object to a new slice
+            if step.any():
+                if first_round:
+                    if _unsure(prop.confidence, confidences):
+                        step = np.zeros_like(step)  # the object has ended
+                    confidences.append(prop.confidence)
+                elif not _had_mask(old) and prop.confidence < EXTEND_CONFIDENCE:
+                    step = np.zeros_like(step)  # too unsure to spread the object to a new slice
             cand = without_blocked(z, step)
             final = cand
             if options.fusion and old is not None and old.any():
