@@ -220,7 +220,8 @@ def run_round(
         for i in range(1, span + 1):
             z = z0 + d * i
             old = current(z)
-            if within_old and not _had_mask(old):
+            had = _had_mask(old)
+            if within_old and not had:
                 break  # "less" of the object: it does not spread to slices it was not on
             img = volume.slice(z)
             step = prop.step(img, prev)
@@ -231,11 +232,11 @@ def run_round(
                     if _unsure(prop.confidence, confidences):
                         step = np.zeros_like(step)  # the object has ended
                     confidences.append(prop.confidence)
-                elif not _had_mask(old) and prop.confidence < EXTEND_CONFIDENCE:
+                elif not had and prop.confidence < EXTEND_CONFIDENCE:
                     step = np.zeros_like(step)  # too unsure to spread the object to a new slice
             cand = without_blocked(z, step)
             final = cand
-            if options.fusion and old is not None and old.any():
+            if options.fusion and had:
                 # a "more" click may grow a mask, never shrink it (a gain at 10 clicks on the
                 # training-case checks); for a "less" click "never grow" changed nothing
                 # measurable, so it keeps the model's ratio (experiments.md, 23rd session)
