@@ -104,3 +104,37 @@ def test_ensemble_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     cfg.stages["interaction"] = T.StageConfig(steps=1, batch=2, real_fraction=0.0)
     with pytest.raises(ValueError, match="split_ensemble"):
         T.train_stage(cfg, "interaction", progress=False)
+
+
+def test_training_with_a_frozen_partner(tmp_path: Path) -> None:
+    """``partner_weights``: the step sees the pair's mean (the shipped ensemble's output),
+    only the trained network learns and is saved, and the exported pair is that ensemble."""
+    torch.manual_seed(4)
+    partner_net, start_net = LimNet(), LimNet(interaction_context=1)
+    partner = save_weights(partner_net, tmp_path / "partner.pt")
+    start = save_weights(start_net, tmp_path / "start.pt")
+    pair = T._WithPartner(
+        load_model(start, "cpu").net.interaction, T._partner(str(partner))
+    ).eval()
+    ens = load_model(T.ensemble([partner, start], tmp_path / "e0.pt"), "cpu").net.interaction
+    x = torch.randn(2, BASE + 2 * IMG_CH, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pair(x), ens(x), atol=1e-5, rtol=0)
+    assert [p for p in pair.parameters() if p.requires_grad] == list(pair.net.parameters())
+
+    cfg = T.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
+    cfg.checkpoint_every = 1e9
+    cfg.init_weights, cfg.partner_weights = str(start), str(partner)
+    cfg.stages["interaction"] = T.StageConfig(steps=2, batch=4, real_fraction=0.0, lr=1e-2)
+    ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
+    before = load_model(start, "cpu").net.interaction.state_dict()
+    assert ckpt["model"].keys() == before.keys()  # the network alone, not the pair
+    assert any(not torch.equal(ckpt["model"][k].float(), v) for k, v in before.items())
+    trained = T.export(tmp_path / "run", tmp_path / "trained.pt", base=start)
+    model = load_model(T.ensemble([partner, trained], tmp_path / "e1.pt"), "cpu")
+    for k, v in partner_net.interaction.state_dict().items():  # the partner did not move
+        torch.testing.assert_close(
+            model.net.interaction.members[0].state_dict()[k], v.half().float()
+        )
+    with pytest.raises(ValueError, match="holds an ensemble"):
+        T._partner(str(tmp_path / "e1.pt"))

@@ -41,6 +41,7 @@ from ..engine.networks import (
     InteractionNet,
     LimNet,
     context_of,
+    member_channels,
     widths_of,
 )
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
@@ -105,6 +106,11 @@ class TrainConfig:
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
     init_weights: str = ""  # start from this weights file (fine-tuning); "" = random init
+    # interaction stage: a weights file whose (one) interaction network, frozen, is averaged
+    # with the trained one as the shipped ensemble averages its members (``_WithPartner``);
+    # the simulated clicks and the loss then see the pair's mask, so the trained network learns
+    # to mend its partner's errors rather than to be good alone. "" = trained alone
+    partner_weights: str = ""
     checkpoint_every: float = 60.0  # seconds
     # every this many seconds (and at the end) the stage's loss and Dice / accuracy on fixed
     # stacks cut from the split's validation cases are logged as val_*; 0 = never. Needs a
@@ -524,6 +530,36 @@ def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp
     return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
 
 
+class _WithPartner(nn.Module):
+    """The trained interaction network and a frozen partner, as one ``InteractionEnsemble``:
+    the mean of their probabilities, returned as logits. Only ``net`` is trained and saved."""
+
+    def __init__(self, net: InteractionNet, partner: InteractionNet) -> None:
+        super().__init__()
+        self.net = net
+        self.partner = partner.requires_grad_(False).eval()
+        self.context_slices = net.context_slices
+        self._partner_ch = member_channels(partner.context_slices, net.context_slices)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            p_partner = torch.sigmoid(self.partner(x[:, self._partner_ch]).float())
+        prob = 0.5 * (torch.sigmoid(self.net(x).float()) + p_partner)
+        return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
+
+
+def _partner(path: str) -> InteractionNet:
+    from ..engine.model import load_model
+
+    partner = load_model(path, device="cpu").net.interaction
+    if not isinstance(partner, InteractionNet):
+        raise ValueError(
+            f"partner_weights {path} holds an ensemble; give one member's file "
+            "(training.train.split_ensemble)"
+        )
+    return partner
+
+
 def with_context(net: InteractionNet, context: int) -> InteractionNet:
     """``net`` for a 2.5D input of ``context`` slices on each side: the same weights, the
     first convolution's weights for the new neighbour channels zero, so it computes exactly
@@ -590,6 +626,12 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     # segfault within two steps), while in the default layout it trains.
     if device.type == "cpu" and cfg.cpu_bf16 and stage == "interaction":
         net = net.to(memory_format=torch.channels_last)
+    trained: nn.Module = net  # what the step calls: the network, or it with its partner
+    if cfg.partner_weights and stage == "interaction":
+        partner = _partner(cfg.partner_weights).to(device)
+        if device.type == "cpu" and cfg.cpu_bf16:
+            partner = partner.to(memory_format=torch.channels_last)
+        trained = _WithPartner(net, partner)
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
     state = {"step": 0, "elapsed": 0.0}
@@ -605,7 +647,9 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     # the memory step calls the network's named parts (encode_key, ...), not forward(), so
     # DistributedDataParallel would not average its gradients: that stage averages them itself
     ddp_grads = world > 1 and stage == "memory"
-    model = nn.parallel.DistributedDataParallel(net) if world > 1 and not ddp_grads else net
+    model = (
+        nn.parallel.DistributedDataParallel(trained) if world > 1 and not ddp_grads else trained
+    )
     if ddp_grads:  # start every rank from rank 0's weights, as DistributedDataParallel does
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
