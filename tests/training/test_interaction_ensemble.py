@@ -121,6 +121,12 @@ def test_training_with_a_frozen_partner(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(pair(x), ens(x), atol=1e-5, rtol=0)
     assert [p for p in pair.parameters() if p.requires_grad] == list(pair.net.parameters())
+    # the other way round: a one-slice network beside a 2.5D partner reads the wider input
+    wide = T._WithPartner(load_model(partner, "cpu").net.interaction, T._partner(str(start)))
+    ens_b = load_model(T.ensemble([start, partner], tmp_path / "eb.pt"), "cpu").net.interaction
+    assert wide.context_slices == 1
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(x), ens_b(x), atol=1e-5, rtol=0)
 
     cfg = T.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.checkpoint_every = 1e9

@@ -532,19 +532,21 @@ def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp
 
 class _WithPartner(nn.Module):
     """The trained interaction network and a frozen partner, as one ``InteractionEnsemble``:
-    the mean of their probabilities, returned as logits. Only ``net`` is trained and saved."""
+    the mean of their probabilities, returned as logits. Only ``net`` is trained and saved.
+    The input is the wider network's; each reads its own channels of it."""
 
     def __init__(self, net: InteractionNet, partner: InteractionNet) -> None:
         super().__init__()
         self.net = net
         self.partner = partner.requires_grad_(False).eval()
-        self.context_slices = net.context_slices
-        self._partner_ch = member_channels(partner.context_slices, net.context_slices)
+        self.context_slices = max(net.context_slices, partner.context_slices)
+        self._net_ch = member_channels(net.context_slices, self.context_slices)
+        self._partner_ch = member_channels(partner.context_slices, self.context_slices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             p_partner = torch.sigmoid(self.partner(x[:, self._partner_ch]).float())
-        prob = 0.5 * (torch.sigmoid(self.net(x).float()) + p_partner)
+        prob = 0.5 * (torch.sigmoid(self.net(x[:, self._net_ch]).float()) + p_partner)
         return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
 
 
