@@ -113,16 +113,15 @@ def test_training_with_a_frozen_partner(tmp_path: Path) -> None:
     partner_net, start_net = LimNet(), LimNet(interaction_context=1)
     partner = save_weights(partner_net, tmp_path / "partner.pt")
     start = save_weights(start_net, tmp_path / "start.pt")
-    pair = T._WithPartner(
-        load_model(start, "cpu").net.interaction, T._partner(str(partner))
-    ).eval()
+    pair = T._with_partner(load_model(start, "cpu").net.interaction, str(partner)).eval()
     ens = load_model(T.ensemble([partner, start], tmp_path / "e0.pt"), "cpu").net.interaction
     x = torch.randn(2, BASE + 2 * IMG_CH, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(pair(x), ens(x), atol=1e-5, rtol=0)
-    assert [p for p in pair.parameters() if p.requires_grad] == list(pair.net.parameters())
+    trained_params = list(pair.members[1].parameters())
+    assert [p for p in pair.parameters() if p.requires_grad] == trained_params
     # the other way round: a one-slice network beside a 2.5D partner reads the wider input
-    wide = T._WithPartner(load_model(partner, "cpu").net.interaction, T._partner(str(start)))
+    wide = T._with_partner(load_model(partner, "cpu").net.interaction, str(start))
     ens_b = load_model(T.ensemble([start, partner], tmp_path / "eb.pt"), "cpu").net.interaction
     assert wide.context_slices == 1
     with torch.no_grad():
@@ -143,4 +142,4 @@ def test_training_with_a_frozen_partner(tmp_path: Path) -> None:
             model.net.interaction.members[0].state_dict()[k], v.half().float()
         )
     with pytest.raises(ValueError, match="holds an ensemble"):
-        T._partner(str(tmp_path / "e1.pt"))
+        T._with_partner(LimNet().interaction, str(tmp_path / "e1.pt"))

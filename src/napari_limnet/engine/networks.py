@@ -130,18 +130,6 @@ class InteractionNet(nn.Module):
         return self.decoder(self.context(f[3]), f)
 
 
-def member_channels(c: int, big: int) -> list[int]:
-    """Indices of a context-``c`` interaction network's channels in a context-``big`` input."""
-    if c > big:
-        raise ValueError(f"a context-{c} network cannot read a context-{big} input")
-    base = InteractionNet.IN_CH
-    before = range(big - c, big)  # slices z-c .. z-1 among z-big .. z-1
-    after = range(big, big + c)  # slices z+1 .. z+c among z+1 .. z+big
-    return [*range(base)] + [
-        base + k * IMG_CH + i for k in (*before, *after) for i in range(IMG_CH)
-    ]
-
-
 class InteractionEnsemble(nn.Module):
     """Interaction networks trained apart, used as one: the mean of their probabilities.
 
@@ -167,9 +155,23 @@ class InteractionEnsemble(nn.Module):
             InteractionNet(w, context=int(c)) for c, w in zip(contexts, widths, strict=True)
         )
         self.context_slices = max(m.context_slices for m in self.members)
-        self._channels = [
-            member_channels(m.context_slices, self.context_slices) for m in self.members
+        self._channels = [self._channels_of(m.context_slices) for m in self.members]
+
+    def _channels_of(self, c: int) -> list[int]:
+        """Indices of a context-``c`` member's channels in the widest member's input."""
+        big, base = self.context_slices, InteractionNet.IN_CH
+        before = range(big - c, big)  # slices z-c .. z-1 among z-big .. z-1
+        after = range(big, big + c)  # slices z+1 .. z+c among z+1 .. z+big
+        return [*range(base)] + [
+            base + k * IMG_CH + i for k in (*before, *after) for i in range(IMG_CH)
         ]
+
+    @classmethod
+    def of(cls, nets: list[InteractionNet]) -> InteractionEnsemble:
+        """The ensemble of these networks themselves (not copies: training one trains it)."""
+        ens = cls([n.context_slices for n in nets], [n.widths for n in nets])
+        ens.members = nn.ModuleList(nets)
+        return ens
 
     @property
     def contexts(self) -> list[int]:

@@ -41,7 +41,6 @@ from ..engine.networks import (
     InteractionNet,
     LimNet,
     context_of,
-    member_channels,
     widths_of,
 )
 from ..engine.preprocess import click_maps, norm_stats, normalise, shrink_mask
@@ -107,7 +106,7 @@ class TrainConfig:
     real_bank: int = 2000  # number of real stacks to cut
     init_weights: str = ""  # start from this weights file (fine-tuning); "" = random init
     # interaction stage: a weights file whose (one) interaction network, frozen, is averaged
-    # with the trained one as the shipped ensemble averages its members (``_WithPartner``);
+    # with the trained one as the shipped ensemble averages its members (``_with_partner``);
     # the simulated clicks and the loss then see the pair's mask, so the trained network learns
     # to mend its partner's errors rather than to be good alone. "" = trained alone
     partner_weights: str = ""
@@ -530,27 +529,9 @@ def _validate(net: nn.Module, stage: str, bank: RealBank, scfg: StageConfig, amp
     return {f"val_{k}": round(v / max(n, 1), 4) for k, v in sums.items() if k != "clicks"}
 
 
-class _WithPartner(nn.Module):
-    """The trained interaction network and a frozen partner, as one ``InteractionEnsemble``:
-    the mean of their probabilities, returned as logits. Only ``net`` is trained and saved.
-    The input is the wider network's; each reads its own channels of it."""
-
-    def __init__(self, net: InteractionNet, partner: InteractionNet) -> None:
-        super().__init__()
-        self.net = net
-        self.partner = partner.requires_grad_(False).eval()
-        self.context_slices = max(net.context_slices, partner.context_slices)
-        self._net_ch = member_channels(net.context_slices, self.context_slices)
-        self._partner_ch = member_channels(partner.context_slices, self.context_slices)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            p_partner = torch.sigmoid(self.partner(x[:, self._partner_ch]).float())
-        prob = 0.5 * (torch.sigmoid(self.net(x[:, self._net_ch]).float()) + p_partner)
-        return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
-
-
-def _partner(path: str) -> InteractionNet:
+def _with_partner(net: InteractionNet, path: str) -> InteractionEnsemble:
+    """``net`` beside the interaction network of weights file ``path``, frozen, as one
+    ``InteractionEnsemble`` (the shipped ensemble's mean); only ``net`` learns."""
     from ..engine.model import load_model
 
     partner = load_model(path, device="cpu").net.interaction
@@ -559,7 +540,8 @@ def _partner(path: str) -> InteractionNet:
             f"partner_weights {path} holds an ensemble; give one member's file "
             "(training.train.split_ensemble)"
         )
-    return partner
+    partner = partner.to(next(net.parameters()).device).requires_grad_(False).eval()
+    return InteractionEnsemble.of([partner, net])
 
 
 def with_context(net: InteractionNet, context: int) -> InteractionNet:
@@ -630,10 +612,9 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         net = net.to(memory_format=torch.channels_last)
     trained: nn.Module = net  # what the step calls: the network, or it with its partner
     if cfg.partner_weights and stage == "interaction":
-        partner = _partner(cfg.partner_weights).to(device)
+        trained = _with_partner(net, cfg.partner_weights)
         if device.type == "cpu" and cfg.cpu_bf16:
-            partner = partner.to(memory_format=torch.channels_last)
-        trained = _WithPartner(net, partner)
+            trained = trained.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=scfg.lr, weight_decay=1e-4)
     ckpt = out / f"{stage}.ckpt"
     state = {"step": 0, "elapsed": 0.0}
