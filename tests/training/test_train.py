@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from napari_limnet import cli
 from napari_limnet.engine import model as model_mod
@@ -576,6 +577,43 @@ def test_memory_step_with_leak_start(monkeypatch) -> None:
 
 def test_interaction_step_with_realistic_prev() -> None:
     cfg = T.StageConfig(batch=4, real_fraction=0.0, realistic_prev=1.0)
+    data = T.Batches(None, 0, torch.device("cpu"))
+    out = T._interaction_step(
+        InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
+    )
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+
+
+def test_normalised_focal_loss() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16, requires_grad=True)
+    target = torch.rand(3, 1, 16, 16) > 0.5
+    dice = T.seg_loss(logits, target) - F.binary_cross_entropy_with_logits(logits, target.float())
+    # gamma 0 is BCE + Dice, unchanged
+    assert torch.allclose(T.seg_loss(logits, target, focal_gamma=0.0), T.seg_loss(logits, target))
+    # equally hard pixels keep BCE's size: the weights average 1 per sample
+    flat = torch.full((2, 1, 8, 8), 0.7)
+    ones = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    assert torch.allclose(
+        T.seg_loss(flat, ones, focal_gamma=2.0), T.seg_loss(flat, ones), atol=1e-6
+    )
+    # otherwise the hard pixels weigh more: the pixel term grows, the Dice term is the same
+    focal = T.seg_loss(logits, target, focal_gamma=2.0)
+    assert float(focal - dice) > float(F.binary_cross_entropy_with_logits(logits, target.float()))
+    # and the easy pixels get less gradient than under BCE, relative to the hard ones
+    (g_bce,) = torch.autograd.grad(T.seg_loss(logits, target), logits)
+    (g_fl,) = torch.autograd.grad(focal, logits)
+    p_t = torch.where(target, torch.sigmoid(logits), 1 - torch.sigmoid(logits)).detach()
+    easy, hard = p_t > 0.8, p_t < 0.3
+
+    def ratio(g: torch.Tensor) -> float:
+        return float(g[easy].abs().mean() / g[hard].abs().mean())
+
+    assert ratio(g_fl) < 0.5 * ratio(g_bce)
+
+
+def test_interaction_step_with_focal_loss() -> None:
+    cfg = T.StageConfig(batch=4, real_fraction=0.0, focal_gamma=2.0)
     data = T.Batches(None, 0, torch.device("cpu"))
     out = T._interaction_step(
         InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)

@@ -74,6 +74,11 @@ class StageConfig:
     # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
     # rather than a mild corruption of the target; see ``perturb.propagated_like``
     realistic_prev: float = 0.0
+    # interaction: > 0 replaces the BCE term by RITM's normalised focal loss with this gamma
+    # (each pixel weighted by (1 - p_t)^gamma, the weights rescaled to average 1 per sample),
+    # so the loss follows the hard pixels (edges, the region a click should change) rather
+    # than the easy background; 0 = BCE, as the shipped weights
+    focal_gamma: float = 0.0
     # share of the real stacks whose intensities are drawn anew per labelled structure
     # (SynthSeg-style, ``synthetic.paint_labels``): real anatomy in any contrast
     label_synth: float = 0.0
@@ -237,16 +242,32 @@ def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> 
 # --- losses ----------------------------------------------------------------------------------
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, empty_dice: bool = False) -> torch.Tensor:
-    """BCE + soft Dice over (B, 1, H, W).
+def seg_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    empty_dice: bool = False,
+    focal_gamma: float = 0.0,
+) -> torch.Tensor:
+    """BCE (or normalised focal loss) + soft Dice over (B, 1, H, W).
 
     By default Dice is skipped for empty targets (stop slices), as for the shipped weights.
     ``empty_dice`` counts them too: any area predicted past the object's end then costs nearly
     a full Dice loss, which should teach propagation to stop instead of copying the mask on.
+    ``focal_gamma`` > 0: the pixel term is the normalised focal loss of RITM (Sofiiuk et al.
+    2022): BCE weighted by (1 - p_t)^gamma, the weights (not differentiated) scaled to a mean
+    of 1 per sample, so its size stays that of BCE while the easy pixels count less.
     """
     t = target.float()
-    bce = F.binary_cross_entropy_with_logits(logits.float(), t)
-    p = torch.sigmoid(logits.float())
+    x = logits.float()
+    pix = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    if focal_gamma > 0:
+        with torch.no_grad():
+            p_t = torch.exp(-pix)  # the probability given to the true class
+            w = (1 - p_t).pow(focal_gamma)
+            w = w / w.mean((1, 2, 3), keepdim=True).clamp_min(1e-6)
+        pix = pix * w
+    bce = pix.mean()
+    p = torch.sigmoid(x)
     inter = (p * t).sum((1, 2, 3))
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
     has = torch.ones_like(denom, dtype=torch.bool) if empty_dice else t.sum((1, 2, 3)) > 0
@@ -343,7 +364,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
             prev = (logits.float() > 0).float()  # binary, as the session stores masks
     with amp():
         logits = net(inputs())
-    loss = seg_loss(logits, gt)
+    loss = seg_loss(logits, gt, focal_gamma=cfg.focal_gamma)
     with torch.no_grad():
         dsc = perturb.dice(logits.float() > 0, gt).mean()
     return {"loss": loss, "dice": dsc, "clicks": n_clicks}
