@@ -255,7 +255,8 @@ def seg_loss(
     a full Dice loss, which should teach propagation to stop instead of copying the mask on.
     ``focal_gamma`` > 0: the pixel term is the normalised focal loss of RITM (Sofiiuk et al.
     2022): BCE weighted by (1 - p_t)^gamma, the weights (not differentiated) scaled to a mean
-    of 1 per sample, so its size stays that of BCE while the easy pixels count less.
+    of 1 per sample, so the easy pixels count less and the hard ones more (on equally hard
+    pixels it equals BCE).
     """
     t = target.float()
     x = logits.float()
