@@ -575,8 +575,9 @@ def test_memory_step_with_leak_start(monkeypatch) -> None:
     assert len(calls) == 1 and calls[0] >= 1
 
 
-def test_interaction_step_with_realistic_prev() -> None:
-    cfg = T.StageConfig(batch=4, real_fraction=0.0, realistic_prev=1.0)
+@pytest.mark.parametrize("option", [{"realistic_prev": 1.0}, {"focal_gamma": 2.0}])
+def test_interaction_step_with_option(option: dict) -> None:
+    cfg = T.StageConfig(batch=4, real_fraction=0.0, **option)
     data = T.Batches(None, 0, torch.device("cpu"))
     out = T._interaction_step(
         InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
@@ -588,7 +589,8 @@ def test_normalised_focal_loss() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 1, 16, 16, requires_grad=True)
     target = torch.rand(3, 1, 16, 16) > 0.5
-    dice = T.seg_loss(logits, target) - F.binary_cross_entropy_with_logits(logits, target.float())
+    bce = F.binary_cross_entropy_with_logits(logits, target.float())
+    dice = T.seg_loss(logits, target) - bce
     # gamma 0 is BCE + Dice, unchanged
     assert torch.allclose(T.seg_loss(logits, target, focal_gamma=0.0), T.seg_loss(logits, target))
     # equally hard pixels keep BCE's size: the weights average 1 per sample
@@ -599,7 +601,7 @@ def test_normalised_focal_loss() -> None:
     )
     # otherwise the hard pixels weigh more: the pixel term grows, the Dice term is the same
     focal = T.seg_loss(logits, target, focal_gamma=2.0)
-    assert float(focal - dice) > float(F.binary_cross_entropy_with_logits(logits, target.float()))
+    assert float(focal - dice) > float(bce)
     # and the easy pixels get less gradient than under BCE, relative to the hard ones
     (g_bce,) = torch.autograd.grad(T.seg_loss(logits, target), logits)
     (g_fl,) = torch.autograd.grad(focal, logits)
@@ -610,12 +612,3 @@ def test_normalised_focal_loss() -> None:
         return float(g[easy].abs().mean() / g[hard].abs().mean())
 
     assert ratio(g_fl) < 0.5 * ratio(g_bce)
-
-
-def test_interaction_step_with_focal_loss() -> None:
-    cfg = T.StageConfig(batch=4, real_fraction=0.0, focal_gamma=2.0)
-    data = T.Batches(None, 0, torch.device("cpu"))
-    out = T._interaction_step(
-        InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
-    )
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
