@@ -590,9 +590,12 @@ def test_normalised_focal_loss() -> None:
     logits = torch.randn(3, 1, 16, 16, requires_grad=True)
     target = torch.rand(3, 1, 16, 16) > 0.5
     bce = F.binary_cross_entropy_with_logits(logits, target.float())
-    dice = T.seg_loss(logits, target) - bce
-    # gamma 0 is BCE + Dice, unchanged
-    assert torch.allclose(T.seg_loss(logits, target, focal_gamma=0.0), T.seg_loss(logits, target))
+    p, t = torch.sigmoid(logits), target.float()
+    dice = (
+        1 - (2 * (p * t).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + t.sum((1, 2, 3)) + 1)
+    ).mean()
+    # gamma 0 is BCE + soft Dice, as before the option (computed here, not by seg_loss)
+    assert torch.allclose(T.seg_loss(logits, target, focal_gamma=0.0), bce + dice)
     # equally hard pixels keep BCE's size: the weights average 1 per sample
     flat = torch.full((2, 1, 8, 8), 0.7)
     ones = torch.ones(2, 1, 8, 8, dtype=torch.bool)
