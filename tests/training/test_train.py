@@ -585,6 +585,26 @@ def test_interaction_step_with_option(option: dict) -> None:
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_correction_start_share(share: float, monkeypatch) -> None:
+    # A sample that starts from an existing mask gets its first click on that mask's error
+    # before the network runs; one that starts from nothing only after a forward pass.
+    events: list[str] = []
+    real_error_clicks = T.perturb.error_clicks
+
+    def error_clicks(gt, pred, g, *a, **k):
+        events.append("click")
+        return real_error_clicks(gt, pred, g, *a, **k)
+
+    monkeypatch.setattr(T.perturb, "error_clicks", error_clicks)
+    net = InteractionNet()
+    net.register_forward_hook(lambda *_: events.append("net"))
+    cfg = T.StageConfig(batch=4, real_fraction=0.0, correction_start=share)
+    data = T.Batches(None, 0, torch.device("cpu"))
+    T._interaction_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
+    assert events[0] == ("click" if share == 1.0 else "net")
+
+
 def test_normalised_focal_loss() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 1, 16, 16, requires_grad=True)

@@ -74,6 +74,10 @@ class StageConfig:
     # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
     # rather than a mild corruption of the target; see ``perturb.propagated_like``
     realistic_prev: float = 0.0
+    # interaction: share of samples that start from an existing mask (a correction of a
+    # propagated or imperfect mask) rather than from nothing; the rest start from a first
+    # click. Their own click rounds (0-4) follow either way. 0.35 = the shipped weights.
+    correction_start: float = 0.35
     # interaction: > 0 replaces the BCE term by RITM's normalised focal loss with this gamma
     # (each pixel weighted by (1 - p_t)^gamma, the weights rescaled to average 1 per sample),
     # so the loss follows the hard pixels (edges, the region a click should change) rather
@@ -333,7 +337,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     box = (inb & use_box[:, None, None]).float()[:, None]
     valid[:, 0] &= ~(use_box & (torch.rand(b, generator=g, device=dev) < 0.5))
     # start from nothing, or from an imperfect existing mask (a correction round)
-    start = torch.rand(b, generator=g, device=dev) < 0.35
+    start = torch.rand(b, generator=g, device=dev) < cfg.correction_start
     prev = perturb.corrupt(gt, g, 1.5)
     if cfg.realistic_prev > 0:
         real_start = torch.rand(b, generator=g, device=dev) < cfg.realistic_prev
