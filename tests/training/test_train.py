@@ -587,8 +587,8 @@ def test_interaction_step_with_option(option: dict) -> None:
 
 @pytest.mark.parametrize("share", [0.0, 1.0])
 def test_correction_start_share(share: float, monkeypatch) -> None:
-    # A sample that starts from an existing mask gets its first click on that mask's error
-    # before the network runs; one that starts from nothing only after a forward pass.
+    # Samples that start from an existing mask get their first click on its error before the
+    # network runs; with none of them, the first click on an error follows a forward pass.
     events: list[str] = []
     real_error_clicks = T.perturb.error_clicks
 
