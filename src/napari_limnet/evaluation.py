@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .training.annotator import Click, first_click, next_click
+from .training.annotator import Click, first_click, first_click_off_centre, next_click
 from .training.real_data import CaseSource, EvalObject, object_is_usable
 
 __all__ = [
@@ -54,6 +54,8 @@ VARIANTS: dict[str, dict[str, bool]] = {
     "full": {"fusion": True, "propagation": True},
     "no_fusion": {"fusion": False, "propagation": True},
     "2d_only": {"fusion": True, "propagation": False},
+    # the first click 30-50 % deep into the largest slice (``first_click_off_centre``)
+    "off_centre": {"fusion": True, "propagation": True, "off_centre": True},
 }
 THRESHOLDS = (0.85, 0.90)
 
@@ -112,6 +114,7 @@ def evaluate_object(
     rounds: int = 15,
     fusion: bool = True,
     propagation: bool = True,
+    off_centre: bool = False,
 ) -> tuple[list[float], list[float], list[Click], int | None]:
     """Run the protocol on one object; returns (dice per round, seconds per round, clicks,
     round at which the result became perfect or None)."""
@@ -128,7 +131,12 @@ def evaluate_object(
     clicks: list[Click] = []
     perfect_at: int | None = None
     for r in range(1, rounds + 1):
-        click = first_click(gt, spacing) if r == 1 else next_click(gt, pred, spacing)
+        if r > 1:
+            click = next_click(gt, pred, spacing)
+        elif off_centre:
+            click = first_click_off_centre(gt, spacing)
+        else:
+            click = first_click(gt, spacing)
         if click is None:  # perfect: stop clicking, keep the score
             perfect_at = r - 1
             dices.extend([dices[-1]] * (rounds - len(dices)))

@@ -140,3 +140,49 @@ def test_shared_ct_label_round_trip(shared_data: Path, tmp_path: Path) -> None:
     a, b = nib.load(src), nib.load(out)
     np.testing.assert_array_equal(a.affine, b.affine)
     np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+# --- bad input from the bad-input campaign: refused, naming the file and the field -----------
+
+
+def test_series_with_a_truncated_header_is_refused(tmp_path: Path) -> None:
+    paths = _write_series(tmp_path / "s", _raw((5, 6, 5)))
+    victim = paths[2]
+    victim.write_bytes(victim.read_bytes()[:300])  # cut inside the header
+    with pytest.raises(ValueError, match=rf"{victim.name}: (cannot read DICOM header|DICOM image file without)"):
+        read_dicom(tmp_path / "s")
+
+
+def _rewrite(path: Path, **tags) -> None:
+    ds = pydicom.dcmread(path)
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.mark.parametrize(
+    "tags,message",
+    [
+        ({"PixelSpacing": [0.0, 0.75]}, "PixelSpacing .* not positive"),
+        ({"PixelSpacing": ["nan", 0.75]}, "PixelSpacing .* finite"),
+        ({"ImagePositionPatient": ["nan", 0.0, 0.0]}, "ImagePositionPatient .* finite"),
+        ({"ImageOrientationPatient": [0.0] * 6}, "ImageOrientationPatient .* zero direction"),
+    ],
+)
+def test_bad_geometry_is_refused(tmp_path: Path, tags: dict, message: str) -> None:
+    paths = _write_series(tmp_path / "s", _raw((3, 6, 5)))
+    for p in paths:
+        _rewrite(p, **tags)
+    with pytest.raises(ValueError, match=message):
+        read_dicom(tmp_path / "s")
+
+
+def test_unparsable_decimal_string_names_the_file(tmp_path: Path) -> None:
+    paths = _write_series(tmp_path / "s", _raw((3, 6, 5)))
+    raw = paths[0].read_bytes()
+    # PixelSpacing "0.5\0.75" -> "0.5\0.x5": not a number
+    bad = raw.replace(b"0.5\\0.75", b"0.5\\0.x5")
+    assert bad != raw
+    paths[0].write_bytes(bad)
+    with pytest.raises(ValueError, match=rf"{paths[0].name}: DICOM PixelSpacing"):
+        read_dicom(tmp_path / "s")

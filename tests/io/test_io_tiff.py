@@ -55,3 +55,27 @@ def test_rgb_and_corrupt_tiff_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ValueError, match="bad.tif: cannot read as TIFF"):
         read_tiff(tmp_path / "bad.tif")
+
+
+@pytest.mark.parametrize("spacing", [float("nan"), float("inf"), -2.0, 0.0])
+def test_bad_imagej_spacing_is_refused(tmp_path: Path, spacing: float) -> None:
+    p = tmp_path / "stack.tif"
+    data = np.zeros((4, 8, 8), np.uint16)
+    tifffile.imwrite(p, data, imagej=True, metadata={"spacing": 1.0, "axes": "ZYX"})
+    raw = p.read_bytes()
+    bad = raw.replace(b"spacing=1.0", f"spacing={spacing}".encode()[:11].ljust(11))
+    assert bad != raw
+    p.write_bytes(bad)
+    if spacing == 0.0:  # "spacing=0.0" reads as absent (ImageJ's own default): 1
+        assert read_tiff(p).spacing[0] == 1.0
+        return
+    with pytest.raises(ValueError, match="stack.tif: (TIFF ImageJ spacing|ImageJ spacing)"):
+        read_tiff(p)
+
+
+def test_unparsable_imagej_spacing_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "stack.tif"
+    tifffile.imwrite(p, np.zeros((4, 8, 8), np.uint16), imagej=True, metadata={"spacing": 1.0})
+    p.write_bytes(p.read_bytes().replace(b"spacing=1.0", b"spacing=x.0"))
+    with pytest.raises(ValueError, match="stack.tif: "):
+        read_tiff(p)

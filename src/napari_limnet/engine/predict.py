@@ -28,7 +28,7 @@ from .preprocess import (
     uncrop_logits,
     window_around,
 )
-from .rounds import SlicePrompts
+from .rounds import SlicePrompts, fill_polygon
 
 WIDE_SIDE_MM = 160.0  # first-click window: wide enough for an organ, fine enough for a lesion
 MAX_PASSES = 3  # zoom-in passes of the 2D step
@@ -94,7 +94,15 @@ def segment_slice(
     shape = image.shape
     clicks = np.array([(y, x) for y, x, _ in prompts.clicks], dtype=np.float64).reshape(-1, 2)
     signs = np.array([p for _, _, p in prompts.clicks], dtype=bool)
-    boxes = np.array(prompts.boxes, dtype=np.float64).reshape(-1, 4)
+    rects = np.array(prompts.boxes, dtype=np.float64).reshape(-1, 4)
+    # a lasso counts as its bounding box for the windows; the channel gets its filled polygon
+    lasso = np.zeros(shape, bool)
+    lasso_boxes = []
+    for region in prompts.regions:
+        v = np.asarray(region, dtype=np.float64).reshape(-1, 2)
+        lasso |= fill_polygon(v, shape)
+        lasso_boxes.append((v[:, 0].min(), v[:, 1].min(), v[:, 0].max(), v[:, 1].max()))
+    boxes = np.concatenate([rects, np.array(lasso_boxes, dtype=np.float64).reshape(-1, 4)])
     has_prev = prev is not None and bool(prev.any())
     pts_y = [clicks[:, 0]] + [boxes[:, 0], boxes[:, 2]]
     pts_x = [clicks[:, 1]] + [boxes[:, 1], boxes[:, 3]]
@@ -140,11 +148,17 @@ def segment_slice(
         extra = [normalise(crop_slice(nb, window, spacing_yx, dev), stats) for nb in nbs]
         pos = click_maps(pts, sg)
         neg = click_maps(pts, ~sg)
-        if len(boxes):
-            bt = torch.tensor(np.stack([by0, bx0, by1, bx1], 1), dtype=torch.float32, device=dev)
-            bmap = box_map(bt[None], torch.ones(1, len(boxes), dtype=torch.bool, device=dev))
+        n_rect = len(rects)
+        if n_rect:
+            bt = torch.tensor(
+                np.stack([by0, bx0, by1, bx1], 1)[:n_rect], dtype=torch.float32, device=dev
+            )
+            bmap = box_map(bt[None], torch.ones(1, n_rect, dtype=torch.bool, device=dev))
         else:
             bmap = torch.zeros(1, 1, CROP, CROP, device=dev)
+        if prompts.regions:
+            fill = crop_slice(lasso.astype(np.float32), window, spacing_yx, dev, is_mask=True)
+            bmap = torch.maximum(bmap, (fill > 0.5).float())
         logits = net(torch.cat([x_img, pos, neg, bmap, pm, *extra], 1))
         mask = _full_mask(logits, window, spacing_yx, shape)
         norm = IntensityNorm(*(float(v) for v in stats[0]))

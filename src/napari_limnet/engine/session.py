@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import rounds
-from .rounds import RoundOptions, SlicePrompts
+from .rounds import RoundOptions, SlicePrompts, stroke_points
 from .volume import Volume
 
 __all__ = ["Prompt", "RoundEvent", "Session"]
@@ -40,16 +40,19 @@ class RoundEvent:
 
 @dataclass(frozen=True)
 class Prompt:
-    """One click or box of an object, as listed by :meth:`Session.prompts`.
+    """One click, box, scribble or lasso of an object, as listed by :meth:`Session.prompts`.
 
-    kind: "click" or "box".
+    kind: "click", "box", "scribble" or "lasso".
     z: the slice.
-    coords: (y, x) for a click; (y0, x0, y1, x1) inclusive corners for a box.
-    positive: False for a negative (background) click; boxes are always positive.
+    coords: (y, x) for a click; (y0, x0, y1, x1) inclusive corners for a box; the vertices
+    (y0, x0, y1, x1, ...) of the stroke's polyline for a scribble, of the closed polygon for
+    a lasso.
+    positive: False for a negative (background) click or scribble; boxes and lassos are
+    always positive.
     round: the round (1, 2, ...) that used the prompt, or None while it is pending.
     """
 
-    kind: Literal["click", "box"]
+    kind: Literal["click", "box", "scribble", "lasso"]
     z: int
     coords: tuple[float, ...]
     positive: bool = True
@@ -367,6 +370,52 @@ class Session:
             )
         self._add(obj, Prompt("box", zi, (y0, x0, y1, x1), True))
 
+    def _slice_points(self, points: Any, what: str) -> tuple[int, tuple[float, ...]]:
+        """(N, 3) voxel indices on one slice -> (z, (y0, x0, y1, x1, ...))."""
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"a {what} is (N, 3) voxel indices (z, y, x), not {points!r}"
+            ) from None
+        if self.volume.is_2d and pts.ndim == 2 and pts.shape[1] == 2:
+            pts = np.concatenate([np.zeros((len(pts), 1)), pts], 1)
+        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+            raise ValueError(
+                f"a {what} is (N, 3) voxel indices (z, y, x), not an array of shape {pts.shape}"
+            )
+        if not np.isfinite(pts).all():
+            raise ValueError(f"a {what} must have finite coordinates")
+        zs = {self._index(v, 0, f"{what} z") for v in pts[:, 0]}
+        if len(zs) != 1:
+            raise ValueError(
+                f"a {what} must lie on one slice; its points are on slices {sorted(zs)}"
+            )
+        for y, x in pts[:, 1:]:
+            self._index(y, 1, f"{what} y")
+            self._index(x, 2, f"{what} x")
+        return zs.pop(), tuple(float(v) for v in pts[:, 1:].ravel())
+
+    def add_scribble(self, obj: int, points: Any, positive: bool = True) -> None:
+        """Add a pending scribble: ``points`` (N, 3) voxel indices on one slice, joined as a
+        polyline (one point is a click). positive=False: a stroke across a wrong region."""
+        self._get(obj)
+        z, coords = self._slice_points(points, "scribble")
+        self._add(obj, Prompt("scribble", z, coords, bool(positive)))
+
+    def add_lasso(self, obj: int, points: Any) -> None:
+        """Add a pending lasso: the vertices ``points`` (N >= 3, 3) of a closed polygon drawn
+        roughly around the object on one slice (voxel indices)."""
+        self._get(obj)
+        z, coords = self._slice_points(points, "lasso")
+        if len(coords) < 6:
+            raise ValueError("a lasso needs at least 3 vertices")
+        ys, xs = np.asarray(coords[0::2]), np.asarray(coords[1::2])
+        area = 0.5 * abs(float(np.dot(ys, np.roll(xs, 1)) - np.dot(xs, np.roll(ys, 1))))
+        if area < 1.0:
+            raise ValueError("the lasso encloses no area (its vertices are on one line)")
+        self._add(obj, Prompt("lasso", z, coords, True))
+
     def prompts(self, obj: int) -> list[Prompt]:
         """The object's prompts: past ones (``round`` set) first, then pending ones."""
         with self._lock:
@@ -516,11 +565,20 @@ class Session:
         by_z: dict[int, SlicePrompts] = {}
         for z in sorted(changed):
             on_z = [p for p in kept + o.pending if p.z == z]
+            clicks: list[tuple[float, float, bool]] = []
+            for p in on_z:
+                if p.kind == "click":
+                    clicks.append((p.coords[0], p.coords[1], p.positive))
+                elif p.kind == "scribble":  # a stroke: clicks close enough to merge into a line
+                    clicks.extend((y, x, p.positive) for y, x in stroke_points(p.coords))
             by_z[z] = SlicePrompts(
-                clicks=tuple(
-                    (p.coords[0], p.coords[1], p.positive) for p in on_z if p.kind == "click"
-                ),
+                clicks=tuple(clicks),
                 boxes=tuple(tuple(int(c) for c in p.coords) for p in on_z if p.kind == "box"),  # type: ignore[misc]
+                regions=tuple(
+                    tuple(zip(p.coords[0::2], p.coords[1::2], strict=True))
+                    for p in on_z
+                    if p.kind == "lasso"
+                ),
             )
         pinned = frozenset(p.z for p in kept) - set(by_z)
         return _Plan(

@@ -66,10 +66,19 @@ def _read_headers(path: Path, files: list[Path]) -> list[pydicom.Dataset]:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            if f == path:
-                raise ValueError(f"{f}: cannot read DICOM header ({exc})") from exc
-            continue
+            # a file that looks like DICOM but cannot be read would silently drop a slice
+            # (and, at the series' end, change its geometry): refuse the series
+            raise ValueError(
+                f"{f}: cannot read DICOM header ({exc}); the series would miss this file. "
+                "Remove or replace it."
+            ) from exc
         if "PixelData" not in ds and "ImagePositionPatient" not in ds:
+            sop = getattr(ds, "file_meta", pydicom.Dataset()).get("MediaStorageSOPClassUID")
+            if sop is not None and "Image Storage" in pydicom.uid.UID(str(sop)).name:
+                raise ValueError(
+                    f"{f}: DICOM image file without image position or pixel data; it is "
+                    "truncated or incomplete, and the series would miss it. Remove or replace it."
+                )
             continue  # reports, structured sets, presentation states
         ds.filename = str(f)
         groups[str(ds.get("SeriesInstanceUID", ""))].append(ds)
@@ -105,13 +114,18 @@ def _geometry(path: Path, headers: list[pydicom.Dataset]) -> tuple[list, np.ndar
             raise ValueError(
                 f"{ds.filename}: RGB/colour DICOM is not supported; expected one channel"
             )
-    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
+    iop = _floats(headers[0], "ImageOrientationPatient", 6)
     row_dir, col_dir = iop[:3], iop[3:]  # direction of increasing column index, of row index
+    if min(np.linalg.norm(row_dir), np.linalg.norm(col_dir)) < 1e-3:
+        raise ValueError(
+            f"{headers[0].filename}: DICOM ImageOrientationPatient {iop.tolist()} has a zero "
+            "direction; cannot place the image"
+        )
     normal = np.cross(row_dir, col_dir)
     for ds in headers[1:]:
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
+        if not np.allclose(_floats(ds, "ImageOrientationPatient", 6), iop, atol=1e-4):
             raise ValueError(f"{path}: the series mixes image orientations; cannot stack it")
-    positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=float) for ds in headers])
+    positions = np.array([_floats(ds, "ImagePositionPatient", 3) for ds in headers])
     dist = positions @ normal
     order = np.argsort(dist, kind="stable")
     headers = [headers[i] for i in order]
@@ -130,17 +144,39 @@ def _geometry(path: Path, headers: list[pydicom.Dataset]) -> tuple[list, np.ndar
             )
         slice_vec = (positions[-1] - positions[0]) / (len(headers) - 1)
     else:
-        thickness = float(
-            headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness") or 1.0
+        tag = (
+            "SpacingBetweenSlices" if headers[0].get("SpacingBetweenSlices") else "SliceThickness"
         )
+        thickness = float(_floats(headers[0], tag, 1)[0]) if headers[0].get(tag) else 1.0
         slice_vec = normal * thickness
-    dr, dc = (float(v) for v in headers[0].PixelSpacing)  # row spacing, column spacing
+    dr, dc = _floats(headers[0], "PixelSpacing", 2)  # row spacing, column spacing
+    if not (dr > 0 and dc > 0):
+        raise ValueError(
+            f"{headers[0].filename}: DICOM PixelSpacing {[dr, dc]} is not positive; cannot "
+            "size the image"
+        )
+    if not (np.isfinite(slice_vec).all() and np.linalg.norm(slice_vec) > 0):
+        raise ValueError(f"{path}: the DICOM slice spacing is not finite and positive")
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dc
     lps[:3, 1] = col_dir * dr
     lps[:3, 2] = slice_vec
     lps[:3, 3] = positions[0]
     return headers, lps
+
+
+def _floats(ds: pydicom.Dataset, tag: str, n: int) -> np.ndarray:
+    """``n`` finite numbers from a DICOM element, or a ValueError naming the file and tag."""
+    try:
+        value = ds[tag].value
+        many = hasattr(value, "__iter__") and not isinstance(value, str | bytes)
+        values = [float(v) for v in (value if many else [value])]
+    except Exception as exc:  # bad DS text, bad VR, missing value
+        raise ValueError(f"{ds.filename}: DICOM {tag} is unreadable ({exc})") from exc
+    out = np.asarray(values, dtype=np.float64)
+    if out.shape != (n,) or not np.isfinite(out).all():
+        raise ValueError(f"{ds.filename}: DICOM {tag} is {values}; expected {n} finite number(s)")
+    return out
 
 
 def _pixels(headers: list[pydicom.Dataset]) -> np.ndarray:
@@ -162,8 +198,12 @@ def _pixels(headers: list[pydicom.Dataset]) -> np.ndarray:
         elif arr.shape != shape:
             raise ValueError(f"{ds.filename}: slice size {arr.shape} differs from {shape}")
         slices.append(arr)
-        slopes.append(float(full.get("RescaleSlope", 1.0) or 1.0))
-        inters.append(float(full.get("RescaleIntercept", 0.0) or 0.0))
+        slopes.append(
+            float(_floats(full, "RescaleSlope", 1)[0]) if full.get("RescaleSlope") else 1.0
+        )
+        inters.append(
+            float(_floats(full, "RescaleIntercept", 1)[0]) if full.get("RescaleIntercept") else 0.0
+        )
     raw = np.stack(slices)
     s, b = np.asarray(slopes), np.asarray(inters)
     if np.all(s == 1.0) and np.all(b == np.round(b)):
@@ -183,9 +223,16 @@ def read_dicom(path: str | Path) -> LoadedVolume:
     first to the last position along row x column); pixel values become modality units (HU for CT).
     """
     path = Path(path)
-    headers = _read_headers(path, _series_files(path))
-    headers, lps = _geometry(path, headers)
-    data = _pixels(headers)
+    try:
+        headers = _read_headers(path, _series_files(path))
+        headers, lps = _geometry(path, headers)
+        data = _pixels(headers)
+    except ValueError:
+        raise
+    except Exception as exc:  # pydicom on malformed elements: NotImplementedError (bad VR), ...
+        raise ValueError(
+            f"{path}: cannot read the DICOM series ({type(exc).__name__}: {exc})"
+        ) from exc
     # (col i, row j, slice k) -> LPS; the data is (k, j, i), world is LPS in (z, y, x) order.
     world = np.eye(4)
     world[:3, :3] = lps[[2, 1, 0], :3][:, [2, 1, 0]]

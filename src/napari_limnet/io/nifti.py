@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +29,96 @@ def _is_integer_map(img: nib.Nifti1Image) -> bool:
     return img.get_data_dtype().kind in "iu" and slope == 1.0 and inter == 0.0
 
 
+# deflate cannot compress by more than about 1032:1; a .gz that claims more is corrupt
+MAX_DEFLATE_RATIO = 1100
+
+
+def _check_size(path: Path, header: nib.Nifti1Header, offset: int) -> None:
+    """Refuse a file whose header declares more (or, uncompressed, other) voxel data than
+    it holds, before anything is allocated: a corrupt header must not fill the memory.
+    ``offset``: where the voxel data starts (nibabel reads a vox_offset of 0 as the end of
+    the header, as the standard allows for single files without extensions)."""
+    n = 1
+    for d in header.get_data_shape():
+        n *= max(int(d), 0)
+    need = n * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        with path.open("rb") as f:
+            f.seek(max(size - 4, 0))
+            isize = int.from_bytes(f.read(4), "little")  # uncompressed length mod 2^32
+        if need > MAX_DEFLATE_RATIO * size or (offset + need) % 2**32 != isize:
+            raise ValueError(
+                f"{path}: NIfTI header declares {need:,} bytes of voxel data but the compressed "
+                f"file ({size:,} bytes) does not hold them; the file is truncated or corrupt"
+            )
+    elif size != offset + need:
+        what = "truncated" if size < offset + need else "longer than its header says"
+        raise ValueError(
+            f"{path}: NIfTI header declares {need:,} bytes of voxel data from offset {offset} "
+            f"but the file holds {max(size - offset, 0):,}; it is {what} (corrupt header or "
+            "data)"
+        )
+
+
+def _load_checked(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """nibabel's image of ``path`` after checking sizes, and for .gz the whole deflate stream
+    with its CRC-32 and length trailer (nibabel reads only the bytes it needs, so a corrupt
+    stream would otherwise load with altered voxels)."""
+    try:
+        img = nib.load(str(path), mmap=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read as NIfTI ({exc})") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    _check_size(path, img.header, int(getattr(img.dataobj, "offset", 0)))
+    if not path.name.lower().endswith(".gz"):
+        return img
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()  # to the end: gzip checks the CRC-32 and the length there
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: the compressed NIfTI is corrupt or truncated ({exc})") from exc
+    try:
+        return type(img).from_bytes(raw)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read as NIfTI ({exc})") from exc
+
+
+def _raw_header(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Header:
+    """The header as stored: nibabel's loaded header has a pixdim of 0 silently set to 1."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return type(img.header).from_fileobj(f, check=False)
+
+
+def _check_geometry(path: Path, img: nib.Nifti1Image, world: np.ndarray) -> None:
+    """Refuse non-finite or non-positive voxel sizes and placements, naming the field."""
+    header = img.header
+    raw = _raw_header(path, img)
+    ndim = min(int(raw["dim"][0]), 3)
+    pixdim = np.asarray(raw["pixdim"], dtype=np.float64)[1 : 1 + ndim]
+    bad = []
+    sform, scode = header.get_sform(coded=True)
+    if not np.isfinite(pixdim).all() or (not scode and not (pixdim > 0).all()):
+        bad.append(f"pixdim {pixdim.tolist()}")
+    if scode and (sform is None or not np.isfinite(sform).all()):
+        bad.append("sform (srow_x/y/z)")
+    qcode = int(header["qform_code"])
+    quat = np.asarray([header[k] for k in ("quatern_b", "quatern_c", "quatern_d")], float)
+    qoff = np.asarray([header[k] for k in ("qoffset_x", "qoffset_y", "qoffset_z")], float)
+    if qcode and not (np.isfinite(quat).all() and np.isfinite(qoff).all()):
+        bad.append("qform (quatern_b/c/d, qoffset)")
+    spacing = np.linalg.norm(world[:3, :3], axis=0)
+    if not bad and not (np.isfinite(world).all() and (spacing > 0).all()):
+        bad.append(f"voxel size {spacing.tolist()} from pixdim / qform / sform")
+    if bad:
+        raise ValueError(
+            f"{path}: NIfTI geometry is not finite and positive: {', '.join(bad)}; the file "
+            "cannot be placed (fix its header)"
+        )
+
+
 def read_nifti(path: str | Path) -> LoadedVolume:
     """Read a NIfTI file into (Z, Y, X) = (k, j, i) order for the usual slice axis k.
 
@@ -34,12 +126,7 @@ def read_nifti(path: str | Path) -> LoadedVolume:
     napari-ordered LPS world affine. Raises ValueError naming the file on any problem.
     """
     path = Path(path)
-    try:
-        img = nib.load(str(path), mmap=False)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read as NIfTI ({exc})") from exc
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ValueError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    img = _load_checked(path)
     header = img.header
     source_shape = tuple(int(n) for n in img.shape)
     if len(source_shape) > 3 and int(np.prod(source_shape[3:])) != 1:
@@ -60,7 +147,9 @@ def read_nifti(path: str | Path) -> LoadedVolume:
     slice_axis = _slice_axis(header)
     axes = (slice_axis,) + tuple(a for a in (2, 1, 0) if a != slice_axis)
     data = np.ascontiguousarray(arr.transpose(axes))
-    world = world_affine_from_nifti(img.affine, axes)
+    with np.errstate(invalid="ignore", over="ignore"):
+        world = world_affine_from_nifti(img.affine, axes)
+    _check_geometry(path, img, world)
     source = {
         "format": "nifti",
         "path": str(path),

@@ -18,7 +18,7 @@ def _resolution(page: tifffile.TiffPage, tag: str) -> float:
     num, den = t.value if isinstance(t.value, tuple) else (t.value, 1)
     if not num or not den or num == den:  # 1 pixel per unit is tifffile's default: no spacing
         return 1.0
-    return float(den) / float(num)
+    return float(den) / float(num)  # negative or non-finite: refused by the caller
 
 
 def read_tiff(path: str | Path) -> LoadedVolume:
@@ -38,7 +38,8 @@ def read_tiff(path: str | Path) -> LoadedVolume:
             arr = series.asarray()
             sy, sx = _resolution(page, "YResolution"), _resolution(page, "XResolution")
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read as TIFF ({exc})") from exc
+        detail = str(exc) or "the file's structure is invalid"
+        raise ValueError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {detail})") from exc
     if photometric == tifffile.PHOTOMETRIC.RGB or "S" in axes or "C" in axes:
         raise ValueError(
             f"{path}: TIFF has colour/channel axes ({axes}, shape {arr.shape}); "
@@ -50,8 +51,18 @@ def read_tiff(path: str | Path) -> LoadedVolume:
     source_shape = tuple(int(n) for n in arr.shape)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
-    sz = float(ij.get("spacing", 1.0) or 1.0)
+    try:
+        sz = float(ij.get("spacing", 1.0) or 1.0)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{path}: ImageJ spacing {ij.get('spacing')!r} is not a number"
+        ) from None
     spacing = (sz, sy, sx)
+    for what, v in zip(("ImageJ spacing", "YResolution", "XResolution"), spacing, strict=True):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(
+                f"{path}: TIFF {what} gives a voxel size of {v}; it must be finite and positive"
+            )
     world = np.diag([*spacing, 1.0])
     source = {
         "format": "tiff",

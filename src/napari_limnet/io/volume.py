@@ -154,4 +154,17 @@ def check_volume(data: np.ndarray, path: Path, what: str) -> np.ndarray:
         raise ValueError(f"{path}: {what} is empty (shape {data.shape})")
     if data.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {what} has unsupported data type {data.dtype}")
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.any():
+            raise ValueError(
+                f"{path}: {what} has no finite value (all voxels are NaN or infinite)"
+            )
+        # the engine works in float32: values beyond its range would become infinite there
+        big = float(np.max(np.abs(data[finite])))
+        if big > float(np.finfo(np.float32).max):
+            raise ValueError(
+                f"{path}: {what} has values up to {big:.3g}, beyond what float32 holds "
+                f"({float(np.finfo(np.float32).max):.3g}); rescale the image"
+            )
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,23 +71,52 @@ def write_label_file(
                 f"{path}: labels have shape {tuple(labels.shape)} but the source image "
                 f"{source.get('path', '')} has grid {expected}; refusing to write a misplaced file"
             )
+    if not name.endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES):
+        raise ValueError(f"{path}: unsupported label file type; use .nii.gz, .nii, .tif or .tiff")
     dtype = _label_dtype(labels, path)
     labels = labels.astype(dtype, copy=False)
     if world_affine is None:
         world_affine = np.eye(4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    if name.endswith(NIFTI_SUFFIXES):
-        _write_nifti(path, labels, source, world_affine)
-    elif name.endswith(TIFF_SUFFIXES):
-        _write_tiff(path, labels, source, world_affine)
-    else:
-        raise ValueError(f"{path}: unsupported label file type; use .nii.gz, .nii, .tif or .tiff")
-    written = [path]
     objects = list(objects or [])
-    if objects:
-        written.append(write_label_descriptions(label_description_path(path), objects))
-    return written
+    desc_path = label_description_path(path)
+    desc_text = _description_text(objects, desc_path) if objects else None
+    if desc_text is not None and desc_path.is_dir():
+        raise ValueError(f"{desc_path}: is a folder; cannot write the label names there")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Both files go to temporary names first and replace the targets only once both are
+    # complete: a full disk or a killed process never leaves a truncated label map.
+    tmp = _temp_name(path)
+    tmp_desc = _temp_name(desc_path) if desc_text is not None else None
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            _write_nifti(tmp, labels, source, world_affine)
+        else:
+            _write_tiff(tmp, labels, source, world_affine)
+        _fsync(tmp)
+        if tmp_desc is not None:
+            tmp_desc.write_text(desc_text, encoding="utf-8")
+            _fsync(tmp_desc)
+        os.replace(tmp, path)
+        if tmp_desc is not None:
+            os.replace(tmp_desc, desc_path)
+    finally:
+        for t in (tmp, tmp_desc):
+            if t is not None:
+                t.unlink(missing_ok=True)
+    return [path] if desc_text is None else [path, desc_path]
+
+
+def _temp_name(path: Path) -> Path:
+    """A hidden file beside ``path`` with the same ending (writers choose the format by it)."""
+    name = path.name
+    ending = next((e for e in NIFTI_SUFFIXES + TIFF_SUFFIXES if name.lower().endswith(e)), "")
+    stem = name[: len(name) - len(ending)]
+    return path.with_name(f".{stem}.limnet-tmp-{os.getpid()}{ending or '.txt'}")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def _write_nifti(path: Path, labels: np.ndarray, source: Mapping[str, Any] | None, world) -> None:
@@ -149,9 +179,8 @@ def label_description_path(path: str | Path) -> Path:
     return path.with_name(f"{stem}_labels.txt")
 
 
-def write_label_descriptions(path: str | Path, objects: Iterable[Mapping[str, Any]]) -> Path:
-    """Write an ITK-SNAP label description file (id, RGB 0-255, alpha, visibility, name)."""
-    path = Path(path)
+def _description_text(objects: Iterable[Mapping[str, Any]], path: Path) -> str:
+    """The ITK-SNAP label description (id, RGB 0-255, alpha, visibility, name) of ``objects``."""
     lines = [
         "################################################",
         "# ITK-SnAP Label Description File",
@@ -161,10 +190,30 @@ def write_label_descriptions(path: str | Path, objects: Iterable[Mapping[str, An
         '    0     0    0    0        0  0  0    "Clear Label"',
     ]
     for obj in sorted(objects, key=lambda o: int(o["id"])):
-        rgb = [int(round(255 * float(np.clip(c, 0.0, 1.0)))) for c in list(obj["color"])[:3]]
-        label = str(obj["name"]).replace('"', "'")
+        color = np.asarray(list(obj["color"])[:3], dtype=np.float64)
+        if color.shape != (3,) or not np.isfinite(color).all():
+            raise ValueError(
+                f"{path}: object {obj['id']} ({obj.get('name', '')!s}) has colour "
+                f"{list(obj['color'])}; expected three finite values in 0-1"
+            )
+        rgb = [int(round(255 * float(np.clip(c, 0.0, 1.0)))) for c in color]
+        label = str(obj["name"]).replace('"', "'").replace("\n", " ")
         lines.append(
             f'{int(obj["id"]):5d} {rgb[0]:5d}{rgb[1]:5d}{rgb[2]:5d}        1  1  1    "{label}"'
         )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"
+
+
+def write_label_descriptions(path: str | Path, objects: Iterable[Mapping[str, Any]]) -> Path:
+    """Write an ITK-SNAP label description file (id, RGB 0-255, alpha, visibility, name),
+    through a temporary file so an existing one is replaced only by a complete one."""
+    path = Path(path)
+    text = _description_text(list(objects), path)
+    tmp = _temp_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -30,6 +30,7 @@ __all__ = [
     "click_2d",
     "first_click",
     "first_click_2d",
+    "first_click_off_centre",
     "interior_point",
     "largest_region",
     "next_click",
@@ -158,6 +159,34 @@ def first_click(gt: np.ndarray, spacing: Sequence[float] | None = None) -> Click
     z = int(np.argmax(area))  # first slice on a tie
     y, x = interior_point(g[z], spacing)
     return Click(z, y, x, True)
+
+
+def first_click_off_centre(
+    gt: np.ndarray, spacing: Sequence[float] | None = None, seed: int | None = None
+) -> Click:
+    """Round 1 as users click: on the slice where gt is largest, a seeded point 30 to 50 % deep.
+
+    "Depth" is the in-plane Euclidean distance to the object's border (as in
+    :func:`interior_point`) over its maximum on that slice; the point is drawn uniformly among
+    the slice's voxels whose depth is in [0.3, 0.5] (the nearest depth to 0.4 when none is).
+    ``seed`` None: derived from the object (its voxel count), so a run is repeatable.
+    """
+    g = _as_bool(gt, 3, "gt")
+    area = g.sum(axis=(1, 2))
+    if area.max(initial=0) == 0:
+        raise ValueError("the object is empty")
+    z = int(np.argmax(area))
+    sy, sx = _inplane_spacing(spacing)
+    crop = np.pad(g[z], 1)
+    dist = ndimage.distance_transform_edt(crop, sampling=(sy, sx))[1:-1, 1:-1]
+    depth = dist / dist.max()
+    band = g[z] & (depth >= 0.3) & (depth <= 0.5)
+    if not band.any():
+        band = g[z] & (np.abs(depth - 0.4) == np.abs(depth - 0.4)[g[z]].min())
+    rng = np.random.default_rng(int(np.count_nonzero(g)) if seed is None else seed)
+    ys, xs = np.nonzero(band)
+    i = int(rng.integers(ys.size))
+    return Click(z, int(ys[i]), int(xs[i]), True)
 
 
 def next_click(

@@ -68,6 +68,49 @@ def first_clicks(gt: torch.Tensor, g: torch.Generator, jitter: float = 2.0) -> t
     return _interior_point(gt.float(), g, jitter)[0]
 
 
+def random_inside(gt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A point drawn uniformly inside each (B, 1, H, W) mask, at any depth: (B, 2) (y, x)."""
+    b, _, h, w = gt.shape
+    score = torch.rand(gt.shape, generator=g, device=gt.device)
+    score = torch.where(gt > 0, score, torch.full_like(score, -1.0))
+    idx = score.view(b, -1).argmax(1)
+    return torch.stack([(idx // w).float(), (idx % w).float()], 1)
+
+
+def scribbles(
+    gt: torch.Tensor, g: torch.Generator, points: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A positive stroke inside each (B, 1, H, W) mask, as the engine draws a scribble.
+
+    The stroke joins two random points inside the object; the parts of it that leave the
+    object are dropped. Returns points (B, points, 2) (y, x), spaced at most about one click
+    radius apart so their click-map disks merge into a line, and valid (B, points).
+    """
+    a = random_inside(gt, g)
+    b = random_inside(gt, g)
+    t = torch.linspace(0, 1, points, device=gt.device)
+    pts = a[:, None] + t[None, :, None] * (b - a)[:, None]
+    h, w = gt.shape[-2:]
+    iy = pts[..., 0].round().long().clamp(0, h - 1)
+    ix = pts[..., 1].round().long().clamp(0, w - 1)
+    inside = gt[torch.arange(gt.shape[0], device=gt.device)[:, None], 0, iy, ix] > 0
+    return pts, inside
+
+
+def lassos(gt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Rough filled outlines around each (B, 1, H, W) mask: (B, 1, H, W) float.
+
+    A lasso is drawn loosely: the object, corrupted (grown, shifted, blobs), then grown by
+    1 to 5 pixels, so it holds most of the object and some of its surroundings.
+    """
+    x = corrupt(gt, g, 1.0).float()
+    k = torch.randint(1, 6, (gt.shape[0],), generator=g, device=gt.device)
+    out = x
+    for i in range(5):
+        out = torch.where((k > i)[:, None, None, None], dilate(out, 1), out)
+    return out
+
+
 def _interior_point(
     region: torch.Tensor, g: torch.Generator, jitter: float
 ) -> tuple[torch.Tensor]:

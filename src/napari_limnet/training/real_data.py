@@ -146,7 +146,7 @@ class CaseInfo:
     """One entry of ``cases.json`` (paths resolved against its folder)."""
 
     id: str
-    image: Path
+    image: Path | None  # None: a label map without its image (``label_maps.json``)
     labels: dict[str, Path]
     modality: str = ""
     use: str = "any"
@@ -200,6 +200,25 @@ class SharedCases:
                 meta={k: v for k, v in c.items() if k not in known},
             )
             self.cases[info.id] = info
+        # real label maps whose image is not available (``label_maps.json`` beside cases.json):
+        # anatomy for images synthesised from labels (``synthetic.paint_labels``)
+        self.label_maps: dict[str, CaseInfo] = {}
+        maps_path = self.root / "label_maps.json"
+        if maps_path.is_file():
+            raw_maps = json.loads(maps_path.read_text())
+            for k, v in raw_maps.get("label_names", {}).items():
+                self.label_name_tables.setdefault(k, {int(i): str(n) for i, n in v.items()})
+            for c in raw_maps.get("label_maps", []):
+                info = CaseInfo(
+                    id=str(c["id"]),
+                    image=None,
+                    labels={k: self.root / v for k, v in c.get("labels", {}).items()},
+                    modality=str(c.get("modality", "")),
+                    use=str(c.get("use", "any")),
+                    names=c.get("names"),
+                    meta={k: v for k, v in c.items() if k not in known},
+                )
+                self.label_maps[info.id] = info
         self.split = split if split is not None else load_split()
 
     # -- listing ------------------------------------------------------------------------------
@@ -226,6 +245,38 @@ class SharedCases:
             if clash:
                 raise ValueError(f"cases in both train and validation: {', '.join(clash)}")
         return ids
+
+    def label_map_ids(self, purpose: Purpose = "any") -> list[str]:
+        """Ids of the label maps without image: all, or those of the split's part."""
+        if purpose == "any":
+            return list(self.label_maps)
+        wanted = set(self.split.get(purpose, []))
+        ids = [i for i in self.label_maps if i in wanted]
+        if purpose == "train":
+            clash = [i for i in ids if i in set(self.split.get("validation", []))]
+            if clash:
+                raise ValueError(f"label maps in both train and validation: {', '.join(clash)}")
+            bad = [i for i in ids if not self.label_maps[i].trainable]
+            if bad:
+                raise ValueError(f"the split trains on validation-only label maps: {bad}")
+        return ids
+
+    def load_label_map(
+        self, map_id: str, purpose: Purpose = "any"
+    ) -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
+        """The label maps (name -> int32 (Z, Y, X)) and spacing of one imageless entry."""
+        info = self.label_maps.get(map_id)
+        if info is None:
+            raise ValueError(f"unknown label map {map_id!r} in {self.root / 'label_maps.json'}")
+        if purpose == "train" and (
+            not info.trainable or map_id in set(self.split.get("validation", []))
+        ):
+            raise ValueError(f"label map {map_id!r} may not be used for training")
+        labels: dict[str, np.ndarray] = {}
+        spacing = (1.0, 1.0, 1.0)
+        for k, path in info.labels.items():
+            labels[k], spacing = read_nifti(path, as_label=True)
+        return labels, spacing
 
     def training_cases(self) -> list[CaseInfo]:
         return [self.cases[c] for c in self.case_ids("train")]

@@ -86,6 +86,16 @@ class StageConfig:
     # share of the real stacks whose intensities are drawn anew per labelled structure
     # (SynthSeg-style, ``synthetic.paint_labels``): real anatomy in any contrast
     label_synth: float = 0.0
+    # share of real targets that are a structure joined with a touching neighbour
+    union_fraction: float = 0.0
+    # interaction: share of first clicks placed anywhere inside the object (uniformly, at any
+    # depth) instead of near its most interior point: users do not click the centre
+    click_anywhere: float = 0.0
+    # interaction: share of first prompts that are a positive scribble (a stroke inside the
+    # object, drawn into the positive click map) and share that are a lasso (a rough outline
+    # around the object, filled into the box channel); see ``perturb.scribbles`` / ``lassos``
+    scribble: float = 0.0
+    lasso: float = 0.0
     # scorer: also learn from the fusion decisions of simulated rounds on this many real
     # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
     # objects are held out to choose the fusion threshold stored with the weights
@@ -174,10 +184,12 @@ class Batches:
         if n_real:
             idx = torch.randint(len(self.bank), (n_real,), generator=self.g, device=self.device)
             real = self.bank.image[idx, :frames].float()
-            if label_synth > 0:  # (draws nothing when off: older recipes stay reproducible)
+            if label_synth > 0 or self.bank.synth_only is not None:
                 if self.bank.labels is None:
                     raise ValueError("label_synth needs a bank built with keep_labels=True")
                 redraw = torch.rand(n_real, generator=self.g, device=self.device) < label_synth
+                if self.bank.synth_only is not None:  # label maps without image: always
+                    redraw |= self.bank.synth_only[idx]
                 if redraw.any():
                     labels = self.bank.labels[idx[redraw], :frames]
                     real[redraw] = paint_labels(labels, self.g, real[redraw])
@@ -221,8 +233,14 @@ def _case_volumes(cases: str, split: str, purpose: str) -> list[LabelledVolume]:
     out = []
     for cid in source.case_ids(purpose):  # type: ignore[arg-type]
         case = source.load_case(cid, purpose=purpose)  # type: ignore[arg-type]
+        origin = str(source.info(cid).meta.get("source", cid))
         for name, lab in case.labels.items():
-            out.append(LabelledVolume(case.image, lab, case.spacing, f"{cid}/{name}"))
+            out.append(LabelledVolume(case.image, lab, case.spacing, f"{cid}/{name}", origin))
+    for mid in source.label_map_ids(purpose):  # type: ignore[arg-type]
+        maps, spacing = source.load_label_map(mid, purpose=purpose)  # type: ignore[arg-type]
+        origin = str(source.label_maps[mid].meta.get("source", mid))
+        for name, lab in maps.items():
+            out.append(LabelledVolume(None, lab, spacing, f"{mid}/{name}", origin))
     return out
 
 
@@ -232,6 +250,8 @@ def export_training_volumes(cases: str, folder: str | Path, split: str = "") -> 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for v in load_training_volumes(cases, split):
+        if v.image is None:
+            continue  # (label maps without image are read from the cases folder itself)
         p = folder / (v.name.replace("/", "__") + ".npz")
         img = v.image
         if np.array_equal(img, np.round(img)) and np.abs(img).max() < 32000:
@@ -307,6 +327,9 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     sign = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
     valid = torch.zeros(b, max_clicks, dtype=torch.bool, device=dev)
     pts[:, 0] = perturb.first_clicks(gt, g, cfg.click_jitter)
+    if cfg.click_anywhere > 0:
+        anywhere = torch.rand(b, generator=g, device=dev) < cfg.click_anywhere
+        pts[:, 0] = torch.where(anywhere[:, None], perturb.random_inside(gt, g), pts[:, 0])
     sign[:, 0] = True
     valid[:, 0] = True
     yy = torch.arange(CROP, device=dev, dtype=torch.float32)
@@ -336,6 +359,17 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     )
     box = (inb & use_box[:, None, None]).float()[:, None]
     valid[:, 0] &= ~(use_box & (torch.rand(b, generator=g, device=dev) < 0.5))
+    # scribbles and lassos in place of some first clicks (boxes keep theirs)
+    scribble = torch.zeros(b, 1, CROP, CROP, device=dev)
+    if cfg.scribble > 0 or cfg.lasso > 0:
+        r = torch.rand(b, generator=g, device=dev)
+        use_scr = ~use_box & (r < cfg.scribble)
+        use_lasso = ~use_box & (r >= cfg.scribble) & (r < cfg.scribble + cfg.lasso)
+        spts, sok = perturb.scribbles(gt, g)
+        scribble = click_maps(spts, sok & use_scr[:, None])
+        valid[:, 0] &= ~use_scr
+        box = torch.where(use_lasso[:, None, None, None], perturb.lassos(gt, g), box)
+        valid[:, 0] &= ~(use_lasso & (torch.rand(b, generator=g, device=dev) < 0.5))
     # start from nothing, or from an imperfect existing mask (a correction round)
     start = torch.rand(b, generator=g, device=dev) < cfg.correction_start
     prev = perturb.corrupt(gt, g, 1.5)
@@ -352,7 +386,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     rounds = int(torch.randint(0, 5, (1,), generator=g, device=dev).item())
 
     def inputs() -> torch.Tensor:
-        pos = click_maps(pts, valid & sign)
+        pos = torch.maximum(click_maps(pts, valid & sign), scribble)
         neg = click_maps(pts, valid & ~sign)
         return torch.cat([x_img, pos, neg, box, prev, *nb], 1)
 
@@ -674,7 +708,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             cfg.seed + 1000 * rank,
             device,
             end_fraction=scfg.end_fraction,
-            keep_labels=scfg.label_synth > 0,
+            keep_labels=scfg.label_synth > 0 or any(v.image is None for v in vols),
+            union_fraction=scfg.union_fraction,
         )
     data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
     val_bank = _validation_bank(cfg, scfg, device) if rank == 0 else None
