@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from .training.annotator import Click, first_click, first_click_off_centre, next_click
+from .training.annotator import (
+    Click,
+    first_click,
+    first_click_off_centre,
+    first_region_prompt,
+    next_click,
+)
 from .training.real_data import CaseSource, EvalObject, object_is_usable
 
 __all__ = [
@@ -49,13 +55,17 @@ __all__ = [
     "write_outputs",
 ]
 
-# name -> Session keyword arguments
-VARIANTS: dict[str, dict[str, bool]] = {
+# name -> keyword arguments of ``evaluate_object``: the Session's options and the first prompt
+VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"fusion": True, "propagation": True},
     "no_fusion": {"fusion": False, "propagation": True},
     "2d_only": {"fusion": True, "propagation": False},
     # the first click 30-50 % deep into the largest slice (``first_click_off_centre``)
-    "off_centre": {"fusion": True, "propagation": True, "off_centre": True},
+    "off_centre": {"first": "off_centre"},
+    # another first prompt than a click (``first_region_prompt``); clicks after it
+    "box": {"first": "box"},
+    "scribble": {"first": "scribble"},
+    "lasso": {"first": "lasso"},
 }
 THRESHOLDS = (0.85, 0.90)
 
@@ -114,10 +124,14 @@ def evaluate_object(
     rounds: int = 15,
     fusion: bool = True,
     propagation: bool = True,
-    off_centre: bool = False,
+    first: str = "click",
 ) -> tuple[list[float], list[float], list[Click], int | None]:
     """Run the protocol on one object; returns (dice per round, seconds per round, clicks,
-    round at which the result became perfect or None)."""
+    round at which the result became perfect or None).
+
+    ``first``: the first prompt: "click" (the protocol's), "off_centre"
+    (``first_click_off_centre``), or "box", "scribble", "lasso" (``first_region_prompt``;
+    listed among the clicks as the slice's most interior point)."""
     from .engine.session import Session
 
     gt = np.asarray(gt, bool)
@@ -133,7 +147,7 @@ def evaluate_object(
     for r in range(1, rounds + 1):
         if r > 1:
             click = next_click(gt, pred, spacing)
-        elif off_centre:
+        elif first == "off_centre":
             click = first_click_off_centre(gt, spacing)
         else:
             click = first_click(gt, spacing)
@@ -142,7 +156,16 @@ def evaluate_object(
             dices.extend([dices[-1]] * (rounds - len(dices)))
             break
         clicks.append(click)
-        session.add_click(obj, click.position, positive=click.positive)
+        if r == 1 and first in ("box", "scribble", "lasso"):
+            z, coords = first_region_prompt(gt, first, spacing)
+            if first == "box":
+                session.add_box(obj, z, tuple(int(c) for c in coords))
+            elif first == "scribble":
+                session.add_scribble(obj, [(z, y, x) for y, x in coords])
+            else:
+                session.add_lasso(obj, [(z, y, x) for y, x in coords])
+        else:
+            session.add_click(obj, click.position, positive=click.positive)
         t0 = time.perf_counter()
         pred = np.asarray(session.run(obj), bool)
         seconds.append(time.perf_counter() - t0)

@@ -50,7 +50,7 @@ class FakeEngine:
 
     def run_round(self, model, volume, prompts, current, pinned, blocked, options=None):
         self.rounds += 1
-        from napari_limnet.engine.rounds import RoundOptions
+        from napari_limnet.engine.rounds import RoundOptions, fill_polygon
 
         options = options or RoundOptions()
         nz = volume.shape[0]
@@ -65,6 +65,8 @@ class FakeEngine:
                     seed[int(round(y)), int(round(x))] = True
             for y0, x0, y1, x1 in sp.boxes:
                 seed[y0 : y1 + 1, x0 : x1 + 1] = True
+            for region in sp.regions:  # lassos: like a box, the object lies inside
+                seed |= fill_polygon(np.asarray(region), img.shape)
             lab, _ = ndimage.label(img)
             hit = np.unique(lab[seed & img])
             m = np.isin(lab, hit[hit > 0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import napari_limnet
+from napari_limnet._qt.layers import add_to_session
 
 
 def wait_round(qtbot, widget, timeout: int = 20000) -> None:
@@ -17,9 +18,6 @@ def reference(volume, spacing, groups) -> np.ndarray:
     for group in groups:
         obj = s.new_object()
         for p in group:
-            if p[0] == "click":
-                s.add_click(obj, p[1:4], positive=p[4])
-            else:
-                s.add_box(obj, p[1], p[2:6])
+            add_to_session(s, obj, p)
         s.run(obj)
     return s.labels()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from helpers import reference, wait_round
 
+from napari_limnet._qt.layers import from_session_prompt
+
 SP = (2.5, 0.8, 0.8)
 
 
@@ -78,6 +80,47 @@ def test_prompt_in_wrong_view_is_refused(dock, qtbot):
 def test_box_with_no_area_refused(dock, qtbot):
     viewer, w = dock
     st = w.state
-    st.shapes.add_lines([np.array([[10, 25, 40], [10, 25, 52]])])
+    # a rectangle squashed to a line (a line itself is a scribble)
+    flat = np.array([[10, 25, 40], [10, 25, 52], [10, 25, 52], [10, 25, 40]], float)
+    st.shapes.add_rectangles([flat])
     assert len(st.shapes.data) == 0
     assert "no area" in w.status.text()
+
+
+def test_scribble_and_lasso_from_shapes(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    # a path is a positive scribble across the first ellipsoid
+    st.shapes.add_paths([np.array([[10, 30, 16], [10, 33, 22], [10, 34, 24]], float)])
+    wait_round(qtbot, w)
+    (p,) = st.session.prompts(1)
+    assert p.kind == "scribble" and p.positive and p.z == 10
+    assert st.shown == [("scribble", 10, True, ((30.0, 16.0), (33.0, 22.0), (34.0, 24.0)))]
+    assert st.labels.data[10, 32, 20] == 1 and st.labels.data[10, 32, 46] == 0
+    # a polygon around the second ellipsoid is a lasso of a new object
+    w.new_object()
+    lasso = np.array([[10, 22, 38], [10, 22, 54], [10, 42, 54], [10, 42, 38]], float)
+    st.shapes.add_polygons([lasso])
+    wait_round(qtbot, w)
+    (q,) = st.session.prompts(2)
+    assert q.kind == "lasso"
+    assert st.labels.data[10, 32, 46] == 2
+    ref = reference(
+        volume,
+        SP,
+        [
+            [("scribble", 10, True, ((30.0, 16.0), (33.0, 22.0), (34.0, 24.0)))],
+            [("lasso", 10, ((22.0, 38.0), (22.0, 54.0), (42.0, 54.0), (42.0, 38.0)))],
+        ],
+    )
+    np.testing.assert_array_equal(st.labels.data, ref)
+
+
+def test_negative_scribble(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    w.set_negative(True)
+    st.shapes.add_paths([np.array([[10, 32, 44], [10, 32, 48]], float)])
+    (p,) = [from_session_prompt(q) for q in st.session.prompts(st.current)]
+    assert p[0] == "scribble" and p[2] is False
+    w.set_negative(False)

@@ -149,7 +149,9 @@ def test_series_with_a_truncated_header_is_refused(tmp_path: Path) -> None:
     paths = _write_series(tmp_path / "s", _raw((5, 6, 5)))
     victim = paths[2]
     victim.write_bytes(victim.read_bytes()[:300])  # cut inside the header
-    with pytest.raises(ValueError, match=rf"{victim.name}: (cannot read DICOM header|DICOM image file without)"):
+    with pytest.raises(
+        ValueError, match=rf"{victim.name}: (cannot read DICOM header|DICOM image file without)"
+    ):
         read_dicom(tmp_path / "s")
 
 

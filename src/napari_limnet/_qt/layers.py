@@ -2,8 +2,13 @@
 
 Prompts are plain tuples in the session's voxel indices (axis 0 = the slice axis):
 
-- click: ``("click", z, y, x, positive)``
-- box:   ``("box", z, y0, x0, y1, x1)`` (inclusive corners)
+- click:    ``("click", z, y, x, positive)``
+- box:      ``("box", z, y0, x0, y1, x1)`` (inclusive corners)
+- scribble: ``("scribble", z, positive, ((y, x), ...))`` (a path of the Shapes layer)
+- lasso:    ``("lasso", z, ((y, x), ...))`` (a polygon of the Shapes layer: a rough outline)
+
+On the Shapes layer a rectangle (or ellipse) is a box, a path or line a scribble (negative when
+its ``positive`` feature is False: drawn while *Negative click* is on), a polygon a lasso.
 
 A 2D image is handled as a volume of one slice (z is always 0 and the layers stay 2D).
 """
@@ -99,9 +104,18 @@ def points_to_prompts(points: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
 
 
 def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Prompt], list[str]]:
-    """Boxes of a Shapes layer (any shape -> its bounding box on its slice); (prompts, problems)."""
+    """Boxes, scribbles and lassos of a Shapes layer (see the module docstring); (prompts,
+    problems)."""
     out, problems = [], []
-    for verts in shapes.data:
+    types = list(getattr(shapes, "shape_type", []))
+    feats = getattr(shapes, "features", None)
+    signs = (
+        [bool(v) for v in feats["positive"]]
+        if feats is not None and "positive" in feats
+        else [True] * len(shapes.data)
+    )
+    for i, verts in enumerate(shapes.data):
+        kind = types[i] if i < len(types) else "rectangle"
         v = np.asarray(verts, dtype=float)
         if v.shape[1] == 2:
             zs = np.zeros(1)
@@ -109,10 +123,27 @@ def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
         else:
             zs = np.round(v[:, -3])
             yx = v[:, -2:]
+        what = {"path": "scribble", "line": "scribble", "polygon": "lasso"}.get(kind, "box")
         if np.ptp(zs) > 0:
-            problems.append("a box must lie on one slice of the slice axis")
+            problems.append(f"a {what} must lie on one slice of the slice axis")
             continue
         z = int(zs[0])
+        inside = (yx >= 0).all(1) & (yx[:, 0] <= shape[1] - 1) & (yx[:, 1] <= shape[2] - 1)
+        if what == "scribble":
+            if not 0 <= z < shape[0] or not inside.all():
+                problems.append("a scribble leaves the image")
+                continue
+            pts = tuple((round(float(y), 2), round(float(x), 2)) for y, x in yx)
+            out.append(("scribble", z, signs[i] if i < len(signs) else True, pts))
+            continue
+        if what == "lasso":
+            clipped = np.clip(yx, 0, [shape[1] - 1, shape[2] - 1])
+            if not 0 <= z < shape[0] or len(yx) < 3 or np.ptp(clipped, 0).min() == 0:
+                problems.append("a lasso must enclose part of the image")
+                continue
+            pts = tuple((round(float(y), 2), round(float(x), 2)) for y, x in clipped)
+            out.append(("lasso", z, pts))
+            continue
         y0, x0 = np.floor(yx.min(0)).astype(int)
         y1, x1 = np.ceil(yx.max(0)).astype(int)
         y0, x0 = max(y0, 0), max(x0, 0)
@@ -125,6 +156,30 @@ def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
             continue
         out.append(("box", z, int(y0), int(x0), int(y1), int(x1)))
     return out, problems
+
+
+def prompt_from_json(p: Any) -> Prompt:
+    """A prompt tuple from its JSON form (lists for tuples, as the autosave writes it)."""
+
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list | tuple) else v
+
+    return tup(p)
+
+
+def add_to_session(session: Any, obj: int, p: Prompt) -> None:
+    """Add the prompt tuple ``p`` to ``obj`` of the engine session (ValueError if refused)."""
+    kind = p[0]
+    if kind == "click":
+        session.add_click(obj, p[1:4], positive=bool(p[4]))
+    elif kind == "box":
+        session.add_box(obj, p[1], p[2:6])
+    elif kind == "scribble":
+        session.add_scribble(obj, [(p[1], y, x) for y, x in p[3]], positive=bool(p[2]))
+    elif kind == "lasso":
+        session.add_lasso(obj, [(p[1], y, x) for y, x in p[2]])
+    else:
+        raise ValueError(f"unknown prompt kind {kind!r}")
 
 
 def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
@@ -147,18 +202,35 @@ def color_points(points: Any) -> None:
 
 
 def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:
-    """Show the boxes among ``prompts`` as rectangles (caller blocks the layer's events)."""
-    rects = []
+    """Show the boxes, scribbles and lassos among ``prompts`` (caller blocks the layer's
+    events)."""
+    data, types, signs = [], [], []
     for p in prompts:
-        if p[0] != "box":
+        if p[0] == "box":
+            _, z, y0, x0, y1, x1 = p
+            yx = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+            types.append("rectangle")
+            signs.append(True)
+        elif p[0] == "scribble":
+            z, yx = p[1], np.array(p[3], dtype=float).reshape(-1, 2)
+            types.append("path")
+            signs.append(bool(p[2]))
+        elif p[0] == "lasso":
+            z, yx = p[1], np.array(p[2], dtype=float).reshape(-1, 2)
+            types.append("polygon")
+            signs.append(True)
+        else:
             continue
-        _, z, y0, x0, y1, x1 = p
-        yx = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
-        rects.append(yx if two_d else np.column_stack([np.full(4, z, float), yx]))
+        data.append(yx if two_d else np.column_stack([np.full(len(yx), z, float), yx]))
+    defaults = dict(shapes.feature_defaults) if hasattr(shapes, "feature_defaults") else {}
     shapes.selected_data = set()
     shapes.data = []
-    if rects:
-        shapes.add_rectangles(rects)
+    if data:
+        shapes.add(data, shape_type=types)
+        if "positive" in getattr(shapes, "features", {}):
+            shapes.features = {"positive": np.array(signs, bool)}
+    if defaults:
+        shapes.feature_defaults = defaults
 
 
 def diff_prompts(old: list[Prompt], new: list[Prompt]) -> tuple[list[int], list[Prompt]]:
@@ -186,11 +258,19 @@ def diff_prompts(old: list[Prompt], new: list[Prompt]) -> tuple[list[int], list[
 
 def from_session_prompt(p: Any) -> Prompt:
     """Turn a prompt as the engine lists it (``Session.prompts``) into our tuple form."""
-    if isinstance(p, tuple) and p and p[0] in ("click", "box"):
+    if isinstance(p, tuple) and p and p[0] in ("click", "box", "scribble", "lasso"):
         return p
     kind = getattr(p, "kind", "click")
     if kind == "box":
         y0, x0, y1, x1 = (int(round(float(v))) for v in p.coords)
         return ("box", int(p.z), y0, x0, y1, x1)
+    if kind in ("scribble", "lasso"):
+        pts = tuple(
+            (round(float(y), 2), round(float(x), 2))
+            for y, x in zip(p.coords[0::2], p.coords[1::2], strict=True)
+        )
+        if kind == "scribble":
+            return ("scribble", int(p.z), bool(p.positive), pts)
+        return ("lasso", int(p.z), pts)
     y, x = (int(round(float(v))) for v in p.coords)
     return _key_click(int(p.z), y, x, bool(p.positive))

@@ -47,12 +47,14 @@ from qtpy.QtWidgets import (
 from . import autosave as autosave_mod
 from .layers import (
     CLICK_COLORS,
+    add_to_session,
     check_image,
     color_points,
     diff_prompts,
     from_session_prompt,
     grid_kwargs,
     points_to_prompts,
+    prompt_from_json,
     set_points,
     set_shapes,
     shapes_to_prompts,
@@ -557,6 +559,8 @@ class LimNetWidget(QWidget):
                 None,
                 ndim=image.ndim,
                 name=f"{image.name} boxes",
+                features={"positive": np.zeros(0, bool)},
+                feature_defaults={"positive": not self.negative},
                 edge_color="yellow",
                 face_color="transparent",
                 edge_width=max(1.0, size / 4),
@@ -602,6 +606,7 @@ class LimNetWidget(QWidget):
             self.negative_btn.setChecked(self.negative)
         for st in self.states.values():
             st.points.feature_defaults = {"positive": not self.negative}
+            st.shapes.feature_defaults = {"positive": not self.negative}  # scribbles
 
     def _show_prompts(self, st: ImageState, prompts: list[tuple]) -> None:
         self._syncing = True
@@ -666,10 +671,7 @@ class LimNetWidget(QWidget):
             s.remove_prompt(obj, i)
         for p in added:
             try:
-                if p[0] == "click":
-                    s.add_click(obj, p[1:4], positive=p[4])
-                else:
-                    s.add_box(obj, p[1], p[2:6])
+                add_to_session(s, obj, p)
             except ValueError as e:
                 self._message(f"Prompt refused: {e}", "warning")
         st.shown = [from_session_prompt(p) for p in s.prompts(obj)]
@@ -1164,11 +1166,8 @@ class LimNetWidget(QWidget):
             st.objects[obj] = ObjectInfo(obj, str(entry.get("name") or f"Object {obj}"))
             for p in entry.get("prompts", []):
                 try:
-                    if p[0] == "click":
-                        s.add_click(obj, p[1:4], positive=bool(p[4]))
-                    elif p[0] == "box":
-                        s.add_box(obj, p[1], p[2:6])
-                except (ValueError, IndexError):
+                    add_to_session(s, obj, prompt_from_json(p))
+                except (ValueError, IndexError, TypeError):
                     continue
             st.data3[(mask[None] if st.two_d else mask) & (st.data3 == 0)] = obj
         st.labels.refresh()

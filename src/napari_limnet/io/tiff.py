@@ -54,9 +54,7 @@ def read_tiff(path: str | Path) -> LoadedVolume:
     try:
         sz = float(ij.get("spacing", 1.0) or 1.0)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"{path}: ImageJ spacing {ij.get('spacing')!r} is not a number"
-        ) from None
+        raise ValueError(f"{path}: ImageJ spacing {ij.get('spacing')!r} is not a number") from None
     spacing = (sz, sy, sx)
     for what, v in zip(("ImageJ spacing", "YResolution", "XResolution"), spacing, strict=True):
         if not (np.isfinite(v) and v > 0):

@@ -31,6 +31,7 @@ __all__ = [
     "first_click",
     "first_click_2d",
     "first_click_off_centre",
+    "first_region_prompt",
     "interior_point",
     "largest_region",
     "next_click",
@@ -187,6 +188,70 @@ def first_click_off_centre(
     ys, xs = np.nonzero(band)
     i = int(rng.integers(ys.size))
     return Click(z, int(ys[i]), int(xs[i]), True)
+
+
+def first_region_prompt(
+    gt: np.ndarray, kind: str, spacing: Sequence[float] | None = None
+) -> tuple[int, np.ndarray]:
+    """Round 1 with another prompt than a click, on the slice where gt is largest.
+
+    - ``box``: the object's bounding box on that slice grown by 2 voxels (an annotator's loose
+      box), as (y0, x0, y1, x1);
+    - ``scribble``: a stroke along the object's long axis through its most interior point,
+      the part of that line at least 30 % deep into the object (depth as in
+      :func:`first_click_off_centre`), as its two end points (2, 2) (y, x);
+    - ``lasso``: a rough outline: the convex hull of the object grown by 3 voxels, as its
+      vertices (N, 2) (y, x).
+
+    Returns (z, coordinates).
+    """
+    g = _as_bool(gt, 3, "gt")
+    area = g.sum(axis=(1, 2))
+    if area.max(initial=0) == 0:
+        raise ValueError("the object is empty")
+    z = int(np.argmax(area))
+    m = g[z]
+    h, w = m.shape
+    if kind == "box":
+        ys, xs = np.nonzero(m)
+        return z, np.array(
+            [
+                max(ys.min() - 2, 0),
+                max(xs.min() - 2, 0),
+                min(ys.max() + 2, h - 1),
+                min(xs.max() + 2, w - 1),
+            ]
+        )
+    if kind == "lasso":
+        from scipy.spatial import ConvexHull
+
+        grown = ndimage.binary_dilation(m, iterations=3)
+        pts = np.argwhere(grown).astype(np.float64)
+        hull = ConvexHull(pts)
+        return z, pts[hull.vertices]
+    if kind != "scribble":
+        raise ValueError(f"unknown first prompt {kind!r}")
+    sy, sx = _inplane_spacing(spacing)
+    dist = ndimage.distance_transform_edt(np.pad(m, 1), sampling=(sy, sx))[1:-1, 1:-1]
+    deep = m & (dist >= 0.3 * dist.max())
+    cy, cx = interior_point(m, spacing)
+    pts = np.argwhere(m) * (sy, sx)
+    cov = np.cov((pts - pts.mean(0)).T) if len(pts) > 2 else np.eye(2)
+    vals, vecs = np.linalg.eigh(np.atleast_2d(cov))
+    d = vecs[:, int(np.argmax(vals))] / np.array([sy, sx])  # long axis, in voxels
+    d = d / max(np.abs(d).max(), 1e-9)
+    ends = []
+    for sign in (1.0, -1.0):
+        t, last = 0.0, (float(cy), float(cx))
+        while True:
+            t += 0.5
+            y, x = cy + sign * t * d[0], cx + sign * t * d[1]
+            iy, ix = int(round(y)), int(round(x))
+            if not (0 <= iy < h and 0 <= ix < w and deep[iy, ix]):
+                break
+            last = (y, x)
+        ends.append(last)
+    return z, np.array(ends)
 
 
 def next_click(
