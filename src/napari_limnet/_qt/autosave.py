@@ -90,32 +90,130 @@ def save_path(image: Any, shape: tuple[int, ...]) -> Path:
     return fallback_path(image, shape)
 
 
-def find_autosave(image: Any, shape: tuple[int, ...]) -> Path | None:
-    """An existing autosave for this image (same shape), or None."""
-    for p in (save_path(image, shape), beside_path(image), fallback_path(image, shape)):
+def find_autosave(
+    image: Any, shape: tuple[int, ...], problems: list[str] | None = None
+) -> Path | None:
+    """The newest valid autosave for this image (same shape), or None.
+
+    Both places are looked at (beside the image, the user data folder): when a save fell back
+    to the data folder, the older file beside the image must not win. A file that fails
+    :func:`load` is skipped, its reason appended to ``problems``.
+    """
+    found = []
+    for p in {save_path(image, shape), beside_path(image), fallback_path(image, shape)}:
         if p is not None and p.is_file():
             try:
-                _, meta = load(p)
-            except Exception:  # noqa: BLE001 - a broken autosave is simply not offered
+                load(p, shape)
+            except ValueError as exc:
+                if problems is not None:
+                    problems.append(str(exc))
                 continue
-            if tuple(meta.get("shape", ())) == tuple(shape):
-                return p
+            found.append((p.stat().st_mtime, str(p), p))
+    return max(found)[2] if found else None
+
+
+def load(path: Path, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, dict]:
+    """Labels and metadata of an autosave, checked whole before anyone uses them.
+
+    Raises ValueError naming the file and the problem: unreadable, labels not an integer
+    array (of ``shape`` when given), or metadata whose objects and prompts are malformed.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            labels = np.asarray(z["labels"])
+            meta = json.loads(str(z["meta"]))
+    except Exception as exc:  # noqa: BLE001 - zip, npz, JSON errors: one message
+        raise ValueError(f"{path}: not a readable autosave ({exc})") from exc
+    problem = _problem(labels, meta, shape)
+    if problem:
+        raise ValueError(f"{path}: damaged autosave: {problem}")
+    return labels, meta
+
+
+def _problem(labels: np.ndarray, meta: Any, shape: tuple[int, ...] | None) -> str | None:
+    if labels.dtype.kind not in "iu" or labels.ndim not in (2, 3):
+        return f"labels are {labels.dtype} of shape {labels.shape}, not an integer image"
+    if not isinstance(meta, dict):
+        return "metadata is not a mapping"
+    saved = meta.get("shape")
+    if not isinstance(saved, list) or not all(isinstance(v, int) for v in saved):
+        return "metadata has no image shape"
+    if shape is not None and tuple(saved) != tuple(shape):
+        return f"it is for an image of shape {tuple(saved)}, not {tuple(shape)}"
+    if int(np.prod(labels.shape)) != int(np.prod(saved)):
+        return f"labels of shape {labels.shape} do not fit the image shape {tuple(saved)}"
+    objects = meta.get("objects", [])
+    if not isinstance(objects, list):
+        return "metadata 'objects' is not a list"
+    for o in objects:
+        if not isinstance(o, dict) or isinstance(o.get("id"), bool):
+            return "an object entry is not a mapping with an id"
+        if not isinstance(o.get("id"), int) or not 0 < o["id"] < 2**31:
+            return f"object id {o.get('id')!r} is not a positive integer"
+        if not isinstance(o.get("name", ""), str | None):
+            return f"object {o['id']} has a name that is not text"
+        prompts = o.get("prompts", [])
+        if not isinstance(prompts, list) or not all(_prompt_ok(p) for p in prompts):
+            return f"object {o['id']} has malformed prompts"
     return None
 
 
-def load(path: Path) -> tuple[np.ndarray, dict]:
-    with np.load(path, allow_pickle=False) as z:
-        labels = np.asarray(z["labels"])
-        meta = json.loads(str(z["meta"]))
-    return labels, meta
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _points(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(q, list) and len(q) == 2 and all(_number(c) for c in q) for q in v
+    )
+
+
+def _prompt_ok(p: Any) -> bool:
+    """One prompt in its JSON form (``layers`` module docstring)."""
+    if not isinstance(p, list) or not p:
+        return False
+    kind = p[0]
+    if kind == "click":
+        return len(p) == 5 and all(_number(v) for v in p[1:4]) and isinstance(p[4], bool)
+    if kind == "box":
+        return len(p) == 6 and all(_number(v) for v in p[1:6])
+    if kind == "scribble":
+        return len(p) == 4 and _number(p[1]) and isinstance(p[2], bool) and _points(p[3])
+    if kind == "lasso":
+        return len(p) == 3 and _number(p[1]) and _points(p[2])
+    return False
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temporary files a killed save of this autosave left behind (dead processes)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2 :].split(".")
+        try:
+            pid = int(parts[0])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive, or not ours to signal: leave it
+            continue
 
 
 def _write(path: Path, labels: np.ndarray, meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, labels=labels, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=labels, meta=np.array(json.dumps(meta)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no partial file
 
 
 class AutoSaver:
@@ -151,7 +249,7 @@ class AutoSaver:
             for path in paths:
                 try:
                     _write(path, labels, meta)
-                except OSError as e:
+                except (OSError, ValueError) as e:
                     self.last_error = f"{path}: {e}"
                     continue
                 self.last_path, self.last_error = path, None

@@ -131,6 +131,7 @@ class ImageState:
         # voxel counts per slice (np.bincount of each slice), None: recount all slices
         self.slice_counts: list[np.ndarray] | None = None
         self.autosave_found: Path | None = None
+        self.autosave_problems: list[str] = []  # damaged autosaves of this image, skipped
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -517,6 +518,9 @@ class LimNetWidget(QWidget):
                 "Press 'Restore autosaved work' in the LIM-Net panel to load it.",
                 "info",
             )
+        elif st.autosave_problems:
+            self.restore_btn.setVisible(False)
+            self._message("Autosave skipped: " + "; ".join(st.autosave_problems), "warning")
         else:
             self.restore_btn.setVisible(False)
             self.status.setText(
@@ -588,7 +592,8 @@ class LimNetWidget(QWidget):
         for layer in (points, shapes):
             self._bind_keys(layer)
         self._apply_window(image)
-        st.autosave_found = autosave_mod.find_autosave(image, session.shape)
+        st.autosave_problems = []
+        st.autosave_found = autosave_mod.find_autosave(image, session.shape, st.autosave_problems)
         return st
 
     def _bind_keys(self, layer: Any) -> None:
@@ -1145,14 +1150,12 @@ class LimNetWidget(QWidget):
         if self._worker is not None:
             self._run_when_idle(lambda: self.restore_autosave(path))
             return False
-        try:
-            labels, meta = autosave_mod.load(path)
-        except Exception as e:  # noqa: BLE001 - a damaged file is reported, not raised
-            self._message(f"Could not read the autosave {path}: {e}", "error")
+        try:  # checked whole before the current objects are touched
+            labels, meta = autosave_mod.load(path, st.session.shape)
+        except ValueError as e:
+            self._message(f"Autosave not restored: {e}", "error")
             return False
-        if tuple(labels.shape) != tuple(st.labels.data.shape):
-            self._message("The autosave does not match this image's shape.", "error")
-            return False
+        labels = labels.reshape(st.labels.data.shape)
         s = st.session
         for k in list(st.objects):
             s.remove_object(k)
