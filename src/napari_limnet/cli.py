@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # user errors (and disks): one line, no traceback
         print(f"limnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

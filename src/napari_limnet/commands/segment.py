@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,16 @@ def _num(d: dict, key: str, where: str) -> float:
     return v
 
 
+MAX_LABEL = 2**31 - 1  # label maps are written as at most int32
+
+
+def _list(d: dict, key: str, where: str) -> list:
+    v = d.get(key, [])
+    if not isinstance(v, list):
+        raise ValueError(f"{where}: {key!r} must be a list, not {v!r}"[:300])
+    return v
+
+
 def load_prompts(path: str | Path) -> list[ObjectPrompts]:
     """Read and validate a prompts JSON file (format in the module docstring)."""
     path = Path(path)
@@ -78,8 +89,10 @@ def load_prompts(path: str | Path) -> list[ObjectPrompts]:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable JSON file ({exc})") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a prompts file") from None
     objs = doc.get("objects") if isinstance(doc, dict) else None
     if not isinstance(objs, list) or not objs:
         raise ValueError(f'{path}: expected {{"objects": [...]}} with at least one object')
@@ -95,8 +108,10 @@ def load_prompts(path: str | Path) -> list[ObjectPrompts]:
         if not isinstance(rounds, list) or not rounds:
             raise ValueError(f"{where}: 'rounds' must be a non-empty list")
         label = o.get("label", i + 1)
-        if isinstance(label, bool) or not isinstance(label, int) or label <= 0:
-            raise ValueError(f"{where}: 'label' must be a positive integer, not {label!r}")
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 < label <= MAX_LABEL:
+            raise ValueError(
+                f"{where}: 'label' must be an integer from 1 to {MAX_LABEL}, not {label!r}"[:300]
+            )
         if label in used:
             raise ValueError(f"{where}: label {label} is used by two objects")
         used.add(label)
@@ -106,7 +121,7 @@ def load_prompts(path: str | Path) -> list[ObjectPrompts]:
             if not isinstance(rnd, dict):
                 raise ValueError(f"{w}: must be an object with 'clicks' and/or 'boxes'")
             clicks = []
-            for c, ck in enumerate(rnd.get("clicks", [])):
+            for c, ck in enumerate(_list(rnd, "clicks", w)):
                 wc = f"{w}.clicks[{c}]"
                 if not isinstance(ck, dict):
                     raise ValueError(f"{wc}: must be an object with z, y, x")
@@ -115,7 +130,7 @@ def load_prompts(path: str | Path) -> list[ObjectPrompts]:
                     raise ValueError(f"{wc}: 'positive' must be true or false")
                 clicks.append(((_num(ck, "z", wc), _num(ck, "y", wc), _num(ck, "x", wc)), pos))
             boxes = []
-            for b, bx in enumerate(rnd.get("boxes", [])):
+            for b, bx in enumerate(_list(rnd, "boxes", w)):
                 wb = f"{w}.boxes[{b}]"
                 if not isinstance(bx, dict):
                     raise ValueError(f"{wb}: must be an object with z, y0, x0, y1, x1")
@@ -189,11 +204,36 @@ def _write(out: Path, labels: np.ndarray, loaded: Any, names: dict[int, str]) ->
     )
 
 
+def check_output(out: Path) -> None:
+    """Refuse an output path that cannot be written, before any segmentation runs."""
+    from ..io.writer import NIFTI_SUFFIXES, TIFF_SUFFIXES
+
+    if not out.name.lower().endswith(NIFTI_SUFFIXES + TIFF_SUFFIXES):
+        raise ValueError(f"{out}: unsupported label file type; use .nii.gz, .nii, .tif or .tiff")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give a file name")
+    folder = out.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: cannot write there ({existing} is not a writable folder)")
+    if folder.is_dir():
+        probe = folder / f".{out.name}.limnet-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+        except OSError as exc:
+            raise ValueError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+        finally:
+            probe.unlink(missing_ok=True)
+
+
 def _main(args: argparse.Namespace) -> int:
     image, prompts, out = Path(args.image), Path(args.prompts), Path(args.output)
     if not image.exists():
         raise FileNotFoundError(f"{image}: no such file or folder")
     objects = load_prompts(prompts)
+    check_output(out)
     from ..io import load_volume
 
     loaded = load_volume(image)

@@ -8,11 +8,13 @@ altered file is caught before torch reads it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .networks import InteractionEnsemble, LimNet, widths_of
@@ -57,7 +59,16 @@ class LimNetModel:
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The requested device, else CUDA, then Apple MPS, then the CPU."""
     if device is not None:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"unknown device {device!r}; use cpu, cuda or mps") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+        mps = getattr(torch.backends, "mps", None)
+        if dev.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError(f"device {device!r} asked for, but Apple MPS is not available")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -115,7 +126,13 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    dev = pick_device(device)  # an unusable device fails before the file is read
     check = Path(str(path) + ".sha256")
+    if not check.is_file() and path != default_weights_path():
+        warnings.warn(
+            f"{path}: no checksum file {check.name} beside it; the weights are not checked",
+            stacklevel=2,
+        )
     if check.is_file():
         expected = check.read_text().split()[0] if check.read_text().strip() else ""
         if sha256(path) != expected:
@@ -131,7 +148,32 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
         raise ValueError(f"{path} is not a readable LIM-Net weights file: {exc}") from exc
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"{path} is not a LIM-Net weights file (format {FORMAT!r} expected)")
-    meta = dict(saved.get("meta", {}))
+    meta = saved.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its metadata is a {type(meta).__name__}, not a mapping")
+    meta = dict(meta)
+    if not isinstance(saved.get("state_dict"), dict) or not all(
+        torch.is_tensor(v) for v in saved["state_dict"].values()
+    ):
+        raise ValueError(f"{path}: its state_dict is not a mapping of tensors")
+    bad = [
+        k
+        for k, v in saved["state_dict"].items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: {bad[0]}); "
+            "the file is broken (a diverged training?)"
+        )
+    for key in ("fusion_threshold",):
+        if key in meta:
+            try:
+                meta[key] = float(meta[key])
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: metadata {key} {meta[key]!r} is not a number") from None
+            if not np.isfinite(meta[key]):
+                raise ValueError(f"{path}: metadata {key} is not finite")
     try:
         context = meta.get("interaction_context", 0)
         context = [int(c) for c in context] if isinstance(context, list) else int(context)
@@ -155,4 +197,4 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Lim
     except RuntimeError as exc:
         raise ValueError(f"{path} does not fit this version's networks: {exc}") from exc
     meta.setdefault("name", path.name)
-    return LimNetModel(net, pick_device(device), meta)
+    return LimNetModel(net, dev, meta)
