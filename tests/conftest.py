@@ -18,3 +18,11 @@ def shared_data() -> Path:
             f"shared data not found at {SHARED_DATA} (needs ../shared/data beside the repo)"
         )
     return SHARED_DATA
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the input fuzz tests (tests/io/test_fuzz_inputs.py) ten times longer",
+    )
