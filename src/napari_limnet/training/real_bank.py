@@ -55,6 +55,16 @@ class RealBank:
         return self.image.shape[0]
 
 
+_SHARED: list[LabelledVolume] = []  # the volumes forked bank workers read (copy-on-write)
+
+
+def _bank_part(args: tuple) -> tuple:
+    torch.set_num_threads(1)
+    n, seed, kwargs = args
+    bank = build_bank(_SHARED, n, seed=seed, **kwargs)
+    return bank.image, bank.target, bank.labels, bank.synth_only
+
+
 def build_bank(
     volumes: list[LabelledVolume],
     n: int,
@@ -66,6 +76,7 @@ def build_bank(
     end_fraction: float = 0.0,
     keep_labels: bool = False,
     union_fraction: float = 0.0,
+    workers: int = 0,
 ) -> RealBank:
     """``n`` random stacks (see the module docstring) from ``volumes``.
 
@@ -74,8 +85,36 @@ def build_bank(
     ``keep_labels``: also keep every stack's whole label map (``RealBank.labels``, for
     ``synthetic.paint_labels``); it draws nothing more from the seed, so the stacks are the same.
     Volumes without an image need ``keep_labels``. ``union_fraction``: share of targets that
-    are a structure together with a touching neighbour.
+    are a structure together with a touching neighbour. ``workers`` > 1 cuts the stacks in
+    that many forked processes (seeds ``seed`` .. ``seed + workers - 1``; another bank than
+    one process cuts), for GPU machines whose many cores would otherwise wait.
     """
+    if workers > 1:
+        import multiprocessing as mp
+
+        kwargs = {
+            "frames": frames,
+            "size": size,
+            "min_voxels": min_voxels,
+            "end_fraction": end_fraction,
+            "keep_labels": keep_labels,
+            "union_fraction": union_fraction,
+        }
+        sizes = [n // workers + (i < n % workers) for i in range(workers)]
+        _SHARED[:] = volumes
+        try:
+            with mp.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_bank_part, [(k, seed + i, kwargs) for i, k in enumerate(sizes)])
+        finally:
+            _SHARED.clear()
+        dev = torch.device(device)
+        image, target = (torch.cat([p[j] for p in parts]).to(dev) for j in (0, 1))
+        labels = torch.cat([p[2] for p in parts]).to(dev) if keep_labels else None
+        only = [
+            p[3] if p[3] is not None else torch.zeros(len(p[0]), dtype=torch.bool) for p in parts
+        ]
+        synth_only = torch.cat(only).to(dev)
+        return RealBank(image, target, labels, synth_only if bool(synth_only.any()) else None)
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
     by_source: dict[str, list[_Prepared]] = {}

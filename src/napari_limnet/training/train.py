@@ -123,6 +123,7 @@ class TrainConfig:
     cases: str = ""  # cases.json of labelled real cases ("" = synthetic only)
     split: str = ""  # split.json (train cases are used; default: the packaged split)
     real_bank: int = 2000  # number of real stacks to cut
+    bank_workers: int = 0  # > 1: cut them in that many processes (GPU machines' many cores)
     init_weights: str = ""  # start from this weights file (fine-tuning); "" = random init
     # interaction stage: a weights file whose (one) interaction network, frozen, is averaged
     # with the trained one as the shipped ensemble averages its members (``_with_partner``);
@@ -710,6 +711,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
             end_fraction=scfg.end_fraction,
             keep_labels=scfg.label_synth > 0 or any(v.image is None for v in vols),
             union_fraction=scfg.union_fraction,
+            workers=cfg.bank_workers,
         )
     data = Batches(bank, cfg.seed * 7919 + state["step"] * 31 + rank, device)
     val_bank = _validation_bank(cfg, scfg, device) if rank == 0 else None
