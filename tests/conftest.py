@@ -6,6 +6,16 @@ from pathlib import Path
 
 import pytest
 
+# torch's first optimizer imports torch._dynamo, which imports triton where it is installed
+# (torch's CUDA builds). Triton's native library loaded after Qt and Mesa's llvmpipe (a napari
+# viewer under Xvfb) crashes the process: training tests after the widget tests died with a
+# segmentation fault on torch 2.14.1. Loaded first, both work; on builds without triton
+# (2.13.0+cpu) this only imports torch._dynamo earlier than the first optimizer would.
+try:
+    import torch._dynamo  # noqa: F401
+except Exception:  # noqa: BLE001,S110 - only the load order matters, never a failure here
+    pass
+
 # The real cases live in a folder `shared/data` beside the checkout (not in the repository).
 SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 

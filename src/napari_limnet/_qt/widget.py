@@ -93,30 +93,20 @@ def get_model(weights: str, device: str | None) -> Any:
         return _MODEL_CACHE[key]
 
 
-def _apply_threads(threads: int) -> None:
-    """Set torch's (process-wide) CPU thread count, from the main thread only: changing it
-    from a worker thread while other threads run OpenMP regions crashed later torch calls
-    in the same process (a segmentation fault with torch 2.14)."""
-    import torch
-
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("torch threads must be set from the main thread")
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
 def _preload_model(weights: str, device: str | None, threads: int) -> None:
     """Load the model in a background thread so the first click does not wait for it.
 
     A failure is ignored here: the round that needs the model reports it.
     """
-    _apply_threads(threads)
 
     def load() -> None:
         from .worker import lower_priority
 
         lower_priority()
         try:
+            import torch
+
+            torch.set_num_threads(threads)
             get_model(weights, device)
         except Exception:  # noqa: BLE001,S110 - reported by the first round instead
             pass
@@ -371,17 +361,15 @@ class LimNetWidget(QWidget):
         st.session.fusion = s.fusion
         st.session.propagation = s.propagation
         self._apply_window(st.image)
-        _apply_threads(s.engine_threads)
         if (s.weights, s.torch_device) != old_model:
-            # loaded in the background; the next round waits for them if needed
+            # the next round loads them (in its worker thread); the thread count, too,
+            # is applied by the next round
             _preload_model(s.weights, s.torch_device, s.engine_threads)
 
     def _prepare_engine(self, session: Any) -> Callable[[], None]:
-        """What a round's worker does before computing: load the model. (The thread count
-        is set here, in the main thread, before the worker starts.)"""
+        """What a round's worker does before computing: load the model, set the threads."""
         s = self.settings
-        weights, device = s.weights, s.torch_device
-        _apply_threads(s.engine_threads)
+        weights, device, threads = s.weights, s.torch_device, s.engine_threads
 
         def prepare() -> None:
             try:
@@ -389,6 +377,10 @@ class LimNetWidget(QWidget):
             except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
                 raise RuntimeError(f"could not load the weights: {e}") from e
             session.model = model
+            import torch  # process-wide setting, applied from the engine's own thread
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
         return prepare
 
