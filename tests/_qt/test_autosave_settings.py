@@ -10,7 +10,7 @@ import pytest
 from helpers import wait_round
 
 from napari_limnet._qt import autosave as autosave_mod
-from napari_limnet._qt.settings import Settings
+from napari_limnet._qt.settings import Settings, full_limits, robust_limits
 
 
 def test_autosave_next_to_image_and_restore(make_napari_viewer, qtbot, volume, tmp_path):
@@ -80,7 +80,8 @@ def test_settings_remembered_and_window(dock, tmp_path):
     w.fusion_check.setChecked(False)
     w.autorun_check.setChecked(False)
     w.window_combo.setCurrentText("lung")
-    assert tuple(w.state.image.contrast_limits) == (-1350.0, 150.0)
+    # the synthetic volume has no air at -1000 HU: not CT, so the CT preset leaves it alone
+    assert tuple(w.state.image.contrast_limits) == robust_limits(w.state.image)
     assert w.state.session.fusion is False
     saved = json.loads((tmp_path / "config" / "settings.json").read_text())
     assert saved["threads"] == 1 and saved["window"] == "lung" and saved["auto_run"] is False
@@ -195,3 +196,29 @@ def test_sample_ct_real_model(make_napari_viewer, qtbot):
     dice = 2 * (seg & organ).sum() / (seg.sum() + organ.sum())
     print(f"\nsample CT liver, 1 click: Dice {dice:.3f}")
     assert dice >= 0.7
+
+
+def test_ct_windows_apply_to_ct_only(make_napari_viewer, volume):
+    """CT (HU, air at -1000) opens in the soft-tissue window; MR gets a percentile window
+    whatever CT preset is chosen; "(image range)" restores the whole range for both."""
+    viewer = make_napari_viewer()
+    ct = volume.astype(np.int16)
+    ct[:, :4] = -1000  # air
+    viewer.add_image(ct, name="ct")
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    assert w.settings.window == "soft tissue"
+    assert tuple(viewer.layers["ct"].contrast_limits) == (-160.0, 240.0)
+    w.window_combo.setCurrentText("lung")
+    assert tuple(viewer.layers["ct"].contrast_limits) == (-1350.0, 150.0)
+    mr = (np.abs(volume.astype(np.float32)) * 3.7).astype(np.float32)
+    mr_layer = viewer.add_image(mr, name="mr", metadata={"limnet_source": {"modality": "MR"}})
+    w._apply_window(mr_layer)
+    assert tuple(mr_layer.contrast_limits) == robust_limits(mr_layer)
+    assert mr_layer.contrast_limits[1] < mr.max()
+    w.window_combo.setCurrentText("(image range)")
+    w._apply_window(mr_layer)
+    assert (
+        tuple(mr_layer.contrast_limits)
+        == full_limits(mr_layer)
+        == (float(mr.min()), float(mr.max()))
+    )

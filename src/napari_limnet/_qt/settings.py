@@ -9,6 +9,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 CONFIG_ENV = "NAPARI_LIMNET_CONFIG_DIR"
 DATA_ENV = "NAPARI_LIMNET_DATA_DIR"
@@ -58,7 +61,7 @@ class Settings:
     fusion: bool = True
     propagation: bool = True
     auto_run: bool = True
-    window: str = "(image range)"
+    window: str = "soft tissue"  # CT images only; others get a robust percentile window
 
     @property
     def engine_threads(self) -> int:
@@ -93,6 +96,51 @@ class Settings:
             path.write_text(json.dumps(asdict(self), indent=2))
         except OSError:
             pass  # settings are a convenience; never fail the user's work for them
+
+
+def is_ct(image: Any) -> bool:
+    """Whether an image layer holds CT (so CT windows in HU apply to it): the DICOM Modality
+    the reader recorded, else HU-like values (air at about -1000 in its lowest half-percent)."""
+    src = (getattr(image, "metadata", {}) or {}).get("limnet_source") or {}
+    modality = str(src.get("modality", "")).upper() if isinstance(src, dict) else ""
+    if modality:
+        return modality == "CT"
+    sample = _sample(image.data)
+    if sample.size == 0:
+        return False
+    lo = float(np.percentile(sample, 0.5))
+    return -1100.0 <= lo <= -700.0 and bool(np.allclose(sample, np.round(sample)))
+
+
+def robust_limits(image: Any) -> tuple[float, float]:
+    """A display window for non-CT images: the 0.5 and 99.5 percentiles of the voxels."""
+    sample = _sample(image.data)
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def full_limits(image: Any) -> tuple[float, float]:
+    """The image's whole value range (the "(image range)" choice)."""
+    sample = _sample(image.data, every_voxel=True)
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(sample.min()), float(sample.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def _sample(data: Any, every_voxel: bool = False) -> np.ndarray:
+    """Finite voxels of ``data`` (every voxel of a numpy array when asked; else about 200,000
+    spread over the volume, so a lazy volume is read in a few slices)."""
+    shape = tuple(data.shape)
+    if every_voxel and isinstance(data, np.ndarray):
+        flat = data.ravel()
+    else:
+        step = max(1, int(round((int(np.prod(shape)) / 200_000) ** (1 / len(shape)))))
+        flat = np.asarray(data[tuple(slice(None, None, step) for _ in shape)]).ravel()
+    flat = flat.astype(np.float64, copy=False)
+    return flat[np.isfinite(flat)]
 
 
 def window_limits(preset: str) -> tuple[float, float] | None:

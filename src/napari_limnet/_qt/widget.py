@@ -62,7 +62,15 @@ from .layers import (
     view_ok,
 )
 from .objects_panel import ObjectInfo, ObjectsPanel
-from .settings import DEVICES, WINDOW_PRESETS, Settings, window_limits
+from .settings import (
+    DEVICES,
+    WINDOW_PRESETS,
+    Settings,
+    full_limits,
+    is_ct,
+    robust_limits,
+    window_limits,
+)
 from .worker import start_round
 
 # Below this many voxels the Labels layer is compared with the session before every round
@@ -385,13 +393,18 @@ class LimNetWidget(QWidget):
         return prepare
 
     def _apply_window(self, image: Any) -> None:
-        lim = window_limits(self.settings.window)
-        if lim is None:
-            return
-        lo, hi = lim
+        """CT: the chosen window in HU; any other image (MR): a robust percentile window, so
+        a CT preset never saturates it; "(image range)": the whole value range, for both."""
+        preset = self.settings.window
+        if preset == "(image range)":
+            lo, hi = full_limits(image)
+        elif is_ct(image):
+            lo, hi = window_limits(preset) or full_limits(image)
+        else:
+            lo, hi = robust_limits(image)
         rng = image.contrast_limits_range
         image.contrast_limits_range = (min(rng[0], lo), max(rng[1], hi))
-        image.contrast_limits = lim
+        image.contrast_limits = (lo, hi)
 
     def _apply_limits(self, *_: Any) -> None:
         st = self.state
