@@ -124,3 +124,19 @@ def test_negative_scribble(dock, qtbot, volume):
     (p,) = [from_session_prompt(q) for q in st.session.prompts(st.current)]
     assert p[0] == "scribble" and p[2] is False
     w.set_negative(False)
+
+
+def test_clicks_layer_selected_after_an_image_and_its_labels_open(
+    make_napari_viewer, qtbot, volume
+):
+    """As File > Open Sample does: the image, then its reference labels; the first click must
+    go to the clicks layer, not to the labels napari selected last."""
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    viewer.add_image(volume, name="scan")
+    viewer.add_labels((volume > 100).astype(np.uint8), name="scan_label")
+    # (the widget holds napari's proxies of its layers: compare names, not identities)
+    qtbot.waitUntil(
+        lambda: getattr(viewer.layers.selection.active, "name", "") == "scan clicks", timeout=5000
+    )
+    assert w.state.points.mode == "add"

@@ -476,6 +476,11 @@ class LimNetWidget(QWidget):
         if isinstance(event.value, Image):
             self.set_image(event.value)
 
+    def _select_clicks(self, st: ImageState) -> None:
+        if self.state is st and st.points in self.viewer.layers:
+            self.viewer.layers.selection.active = st.points
+            st.points.mode = "add"
+
     def _on_layers_changed(self, event: Any = None) -> None:
         for key, st in list(self.states.items()):
             if st.image not in self.viewer.layers:
@@ -524,6 +529,9 @@ class LimNetWidget(QWidget):
         self._update_objects_panel()
         self.viewer.layers.selection.active = st.points
         st.points.mode = "add"
+        # File > Open Sample and readers add the image's own label map right after it, and
+        # napari selects each new layer: select the clicks again once they are all in
+        QTimer.singleShot(0, lambda: self._select_clicks(st))
         if st.autosave_found is not None:
             self.restore_btn.setVisible(True)
             self._message(
