@@ -140,3 +140,28 @@ def test_clicks_layer_selected_after_an_image_and_its_labels_open(
         lambda: getattr(viewer.layers.selection.active, "name", "") == "scan clicks", timeout=5000
     )
     assert w.state.points.mode == "add"
+
+
+def test_empty_object_explained(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.new_object()
+    st.points.add([10, 32, 20])  # inside object 1: object 2 stays empty
+    wait_round(qtbot, w)
+    assert not (st.labels.data == 2).any()
+    text = w.status.text()
+    assert "is empty" in text and "inside" in text and "label 1" in text
+
+
+def test_one_slice_outside_limits_explained(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    w.limit_check.setChecked(True)
+    w.z_min.setValue(12)
+    w.z_max.setValue(15)
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    assert np.flatnonzero((st.labels.data == 1).any(axis=(1, 2))).tolist() == [10]
+    assert "outside the propagation limits (slices 12 to 15)" in w.status.text()

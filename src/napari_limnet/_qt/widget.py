@@ -903,7 +903,13 @@ class LimNetWidget(QWidget):
                     f"({self.last_round['slices_per_s']:.0f} slices/s), "
                     f"first slice after {self.last_round['first_response'] * 1000:.0f} ms"
                 )
-                self.status.setText(f"Object {obj} updated. Click to correct, O for a new object.")
+                outcome = self._round_outcome(st, obj)
+                if outcome:
+                    self._message(outcome, "warning")
+                else:
+                    self.status.setText(
+                        f"Object {obj} updated. Click to correct, O for a new object."
+                    )
                 self._set_progress(self.progress.maximum(), self.progress.maximum())
                 # the round changed only its own object, on the slices it decided
                 self._after_change(st, slices=self._round_touched)
@@ -918,6 +924,38 @@ class LimNetWidget(QWidget):
         if self._restart and self._worker is None:
             self._restart = False
             self._start_round()
+
+    def _round_outcome(self, st: ImageState, obj: int) -> str | None:
+        """A plain explanation when a round left its object empty or on one slice only."""
+        prompts = st.session.prompts(obj)
+        if not prompts:
+            return None
+        last = prompts[-1]
+        z = int(last.z)
+        y, x = (int(round(float(v))) for v in last.coords[:2])
+        slices = np.flatnonzero((st.data3 == obj).any(axis=(1, 2)))
+        name = st.objects[obj].name
+        if slices.size == 0:
+            other = int(st.data3[z, y, x]) if last.kind in ("click", "scribble") else 0
+            if other and other != obj and other in st.objects:
+                return (
+                    f"{name} is empty: the prompt lies inside {st.objects[other].name} (label "
+                    f"{other}), and objects never take each other's voxels. Select "
+                    f"{st.objects[other].name} in the list to change it, or prompt elsewhere."
+                )
+            return (
+                f"{name} is empty: the network found no object at the prompt. Click nearer "
+                "the object's middle, or draw a box or lasso around it."
+            )
+        session = st.session
+        if slices.size == 1 and session.propagation and session.z_range is not None:
+            a, b = session.z_range
+            where = "outside" if not a <= z <= b else "at the edge of"
+            return (
+                f"{name} covers slice {z} only: the prompt is {where} the propagation limits "
+                f"(slices {a} to {b}). Widen or switch off *Propagation limits* to fill more."
+            )
+        return None
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process events until no round runs (for scripts and tests)."""
