@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .io import LoadedVolume, load_volume, napari_transform, volume_format
+from .io.writer import label_description_path, read_label_descriptions
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -64,12 +65,29 @@ def _wants_labels(vol: LoadedVolume) -> bool:
     return bool(vol.source.get("integer_map")) and bool(_LABEL_HINT.search(_layer_name(vol)))
 
 
+def label_features(names: dict[int, str]) -> dict[str, np.ndarray]:
+    """A napari features table naming label values (napari shows the name under the cursor;
+    the widget's Take in names its objects from it)."""
+    ids = [0, *sorted(names)]
+    return {
+        "index": np.asarray(ids),
+        "name": np.asarray(["background"] + [names[i] for i in ids[1:]]),
+    }
+
+
 def layer_data(vol: LoadedVolume, as_labels: bool | None = None) -> LayerData:
-    """A napari layer data tuple for a loaded volume; ``as_labels=None`` follows the name hint."""
+    """A napari layer data tuple for a loaded volume; ``as_labels=None`` follows the name hint.
+
+    A label map with an ITK-SNAP label description beside it (``<stem>_labels.txt``, as the
+    plugin's writer writes it) gets its names as a features table."""
     if as_labels is None:
         as_labels = _wants_labels(vol)
     if as_labels:
-        return (_labels_data(vol), _kwargs(vol), "labels")
+        kwargs = _kwargs(vol)
+        names = read_label_descriptions(label_description_path(vol.path))
+        if names:
+            kwargs["features"] = label_features(names)
+        return (_labels_data(vol), kwargs, "labels")
     kwargs = _kwargs(vol)
     kwargs["colormap"] = "gray"
     return (vol.data, kwargs, "image")

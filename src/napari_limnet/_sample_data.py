@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from ._reader import LayerData, read_labels, read_volume
+from ._reader import LayerData, label_features, read_labels, read_volume
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 
@@ -18,13 +16,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 def _with_names(layer: LayerData, names: dict[int, str]) -> LayerData:
     """Attach label names as a features table, so napari shows them under the cursor."""
     data, kwargs, kind = layer
-    ids = [0, *sorted(names)]
-    kwargs = dict(kwargs)
-    kwargs["features"] = {
-        "index": np.asarray(ids),
-        "name": np.asarray(["background"] + [names[i] for i in ids[1:]]),
-    }
-    return (data, kwargs, kind)
+    return (data, {**kwargs, "features": label_features(names)}, kind)
 
 
 def sample_ct() -> list[LayerData]:

@@ -92,3 +92,26 @@ def test_take_in_existing_labels(dock, qtbot, volume):
     wait_round(qtbot, w)
     assert (st.labels.data == 2).sum() > (earlier == 7).sum()
     np.testing.assert_array_equal(st.labels.data == 1, earlier == 3)
+
+
+def test_take_in_uses_the_label_names_the_file_carries(dock, qtbot, volume, tmp_path):
+    """A label map saved with its ITK-SNAP description opens with its names, and Take in names
+    the objects after them (not "<layer> <value>")."""
+    from napari_limnet._reader import read_labels
+    from napari_limnet.io import write_label_file
+
+    viewer, w = dock
+    lab = np.zeros(volume.shape, np.uint8)
+    lab[8:12, 28:36, 16:24] = 1
+    lab[8:12, 28:36, 42:50] = 3
+    path = tmp_path / "organs_seg.nii.gz"
+    objects = [
+        {"id": 1, "name": "liver", "color": [1, 0, 0]},
+        {"id": 3, "name": "left kidney", "color": [0, 1, 0]},
+    ]
+    write_label_file(path, lab, objects=objects)
+    ((data, kwargs, kind),) = read_labels(path)
+    assert list(kwargs["features"]["name"]) == ["background", "liver", "left kidney"]
+    viewer.add_labels(data, name="organs", features=kwargs["features"])
+    ids = w.import_labels("organs")
+    assert [w.state.objects[i].name for i in ids] == ["liver", "left kidney"]

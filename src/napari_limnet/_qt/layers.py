@@ -25,6 +25,30 @@ Prompt = tuple
 CLICK_COLORS = {True: "lime", False: "red"}  # face colour by the ``positive`` feature
 
 
+def layer_label_names(layer: Any) -> dict[int, str]:
+    """Names of a Labels layer's values: the plugin's ``limnet_objects`` metadata, else a
+    features table (napari's: an ``index`` column of label values, or one row per value from
+    0, and a ``name`` column, as the reader makes from an ITK-SNAP description)."""
+    names: dict[int, str] = {}
+    for o in (getattr(layer, "metadata", {}) or {}).get("limnet_objects", []):
+        if isinstance(o, dict) and "id" in o and o.get("name"):
+            names[int(o["id"])] = str(o["name"])
+    if names:
+        return names
+    feats = getattr(layer, "features", None)
+    if feats is None or "name" not in getattr(feats, "columns", []):
+        return names
+    index = feats["index"] if "index" in feats.columns else range(len(feats))
+    for value, name in zip(index, feats["name"], strict=False):
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            continue
+        if value > 0 and isinstance(name, str) and name:
+            names[value] = name
+    return names
+
+
 def check_image(layer: Any) -> str | None:
     """A user-facing reason why ``layer`` cannot be segmented, or None when it can."""
     from napari.layers import Image

@@ -53,6 +53,7 @@ from .layers import (
     diff_prompts,
     from_session_prompt,
     grid_kwargs,
+    layer_label_names,
     points_to_prompts,
     prompt_from_json,
     set_points,
@@ -1138,11 +1139,7 @@ class LimNetWidget(QWidget):
         if self._worker is not None:
             self._run_when_idle(lambda: self.import_labels(name))
             return []
-        names = {
-            int(o["id"]): o.get("name")
-            for o in layer.metadata.get("limnet_objects", [])
-            if isinstance(o, dict) and "id" in o
-        }
+        names = layer_label_names(layer)
         self.sync_brush_edits(st)
         new_ids = []
         for v in np.unique(src):

@@ -217,3 +217,27 @@ def write_label_descriptions(path: str | Path, objects: Iterable[Mapping[str, An
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_label_descriptions(path: str | Path) -> dict[int, str]:
+    """id -> name from an ITK-SNAP label description file (as :func:`write_label_descriptions`
+    writes it, or ITK-SNAP / 3D Slicer); the background (0) left out. Unreadable lines are
+    skipped; a missing or unreadable file gives {}."""
+    names: dict[int, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return names
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or '"' not in line:
+            continue
+        head, _, rest = line.partition('"')
+        try:
+            idx = int(head.split()[0])
+        except (ValueError, IndexError):
+            continue
+        name = rest.rsplit('"', 1)[0].strip()
+        if idx > 0 and name:
+            names[idx] = name
+    return names
