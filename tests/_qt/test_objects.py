@@ -115,3 +115,14 @@ def test_take_in_uses_the_label_names_the_file_carries(dock, qtbot, volume, tmp_
     viewer.add_labels(data, name="organs", features=kwargs["features"])
     ids = w.import_labels("organs")
     assert [w.state.objects[i].name for i in ids] == ["liver", "left kidney"]
+
+
+def test_panel_scrolls_on_a_laptop_screen(dock, qtbot):
+    """In a dock 700 pixels high (a 1366 x 768 screen) the objects list keeps about six rows
+    and the panel scrolls."""
+    viewer, w = dock
+    w.resize(380, 700)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.objects_panel.table.height() >= 190
+    assert w.scroll.verticalScrollBar().maximum() > 0

@@ -54,7 +54,8 @@ class ObjectsPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(120)
+        # about six rows stay visible; on a short screen the panel scrolls instead
+        self.table.setMinimumHeight(190)
         self.new_btn = QPushButton("New object")
         self.new_btn.setToolTip("Start the next object (key: O on the click/box layers)")
         self.reset_btn = QPushButton("Reset")

@@ -33,12 +33,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -203,7 +205,17 @@ class LimNetWidget(QWidget):
 
     # ---------------------------------------------------------------- UI
     def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
+        # Everything sits in a scroll area: on a 1366 x 768 screen the dock is shorter than
+        # the panel, and the objects list must keep room for its rows instead of shrinking.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        content = QWidget()
+        self.scroll.setWidget(content)
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(content)
         row = QHBoxLayout()
         row.addWidget(QLabel("Image:"))
         self.image_combo = QComboBox()
