@@ -97,6 +97,7 @@ def test_damaged_autosave_is_reported_and_nothing_is_lost(
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
     viewer.add_image(volume, name="scan", metadata={"limnet_source": {"path": str(src)}})
+    w.beside_check.setChecked(True)  # the autosave the test damages is the only one
     st = w.state
     st.points.add([10, 32, 20])
     wait_round(qtbot, w)

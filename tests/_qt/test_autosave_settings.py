@@ -19,6 +19,7 @@ def test_autosave_next_to_image_and_restore(make_napari_viewer, qtbot, volume, t
     viewer = make_napari_viewer()
     viewer.add_image(volume, name="scan", metadata={"limnet_source": {"path": str(src)}})
     _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    w.beside_check.setChecked(True)  # the setting; by default autosaves go to the data folder
     st = w.state
     st.points.add([10, 32, 20])
     wait_round(qtbot, w)
@@ -66,6 +67,7 @@ def test_autosave_read_only_folder(make_napari_viewer, qtbot, volume, tmp_path, 
     viewer = make_napari_viewer()
     viewer.add_image(volume, name="scan", metadata={"limnet_source": {"path": str(src)}})
     _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    w.beside_check.setChecked(True)
     w.state.points.add([10, 32, 20])
     wait_round(qtbot, w)
     w.autosaver.wait()
@@ -222,3 +224,19 @@ def test_ct_windows_apply_to_ct_only(make_napari_viewer, volume):
         == full_limits(mr_layer)
         == (float(mr.min()), float(mr.max()))
     )
+
+
+def test_autosave_goes_to_the_data_folder_by_default(make_napari_viewer, qtbot, volume, tmp_path):
+    src = tmp_path / "case" / "scan.nii.gz"
+    src.parent.mkdir()
+    src.write_bytes(b"")
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="scan", metadata={"limnet_source": {"path": str(src)}})
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    assert not w.beside_check.isChecked()
+    w.state.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.autosaver.wait()
+    assert str(w.autosaver.last_path).startswith(os.environ["NAPARI_LIMNET_DATA_DIR"])
+    assert list(src.parent.iterdir()) == [src]  # nothing written beside the data
+    assert autosave_mod.find_autosave(w.state.image, volume.shape) == w.autosaver.last_path

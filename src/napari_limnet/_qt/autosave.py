@@ -1,8 +1,11 @@
 """Never lose work: after every round the labels, prompts and object names are written to disk.
 
-The file ``<image name>.limnet-autosave.npz`` sits next to the image file when its folder is
-writable, else in the user's data folder (``<data dir>/autosave``; ``NAPARI_LIMNET_DATA_DIR``
-overrides it). Writing runs in a background thread on a snapshot, so the viewer never waits.
+By default the file goes to the user's data folder (``<data dir>/autosave``;
+``NAPARI_LIMNET_DATA_DIR`` overrides it) as ``<image stem>-<key>.limnet-autosave.npz``, the key
+made from the image's path and shape; data folders are not written to. With the setting
+*autosave beside the image* it is ``<image name>.limnet-autosave.npz`` next to the image file
+when that folder is writable. Writing runs in a background thread on a snapshot, so the viewer
+never waits.
 """
 
 from __future__ import annotations
@@ -77,9 +80,10 @@ def _inside_package(folder: Path) -> bool:
     return True
 
 
-def save_path(image: Any, shape: tuple[int, ...]) -> Path:
-    """Next to the image when that folder is writable, else in the user's data folder."""
-    p = beside_path(image)
+def save_path(image: Any, shape: tuple[int, ...], beside: bool = False) -> Path:
+    """The user's data folder; with ``beside``, next to the image when that folder is
+    writable."""
+    p = beside_path(image) if beside else None
     if (
         p is not None
         and p.parent.is_dir()
@@ -100,7 +104,7 @@ def find_autosave(
     :func:`load` is skipped, its reason appended to ``problems``.
     """
     found = []
-    for p in {save_path(image, shape), beside_path(image), fallback_path(image, shape)}:
+    for p in {beside_path(image), fallback_path(image, shape)}:
         if p is not None and p.is_file():
             try:
                 load(p, shape)

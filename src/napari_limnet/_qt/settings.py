@@ -62,6 +62,8 @@ class Settings:
     propagation: bool = True
     auto_run: bool = True
     window: str = "soft tissue"  # CT images only; others get a robust percentile window
+    # autosaves go to the user data folder, keyed to the image; True: beside the image file
+    autosave_beside: bool = False
 
     @property
     def engine_threads(self) -> int:

@@ -340,6 +340,12 @@ class LimNetWidget(QWidget):
         fl.addRow(self.fusion_check)
         fl.addRow(self.propagation_check)
         fl.addRow(self.autorun_check)
+        self.beside_check = QCheckBox("autosave beside the image file")
+        self.beside_check.setToolTip(
+            "Off: autosaves go to your user data folder (data folders stay untouched)"
+        )
+        self.beside_check.setChecked(s.autosave_beside)
+        fl.addRow(self.beside_check)
         self.window_combo = QComboBox()
         self.window_combo.addItems(list(WINDOW_PRESETS))
         self.window_combo.setCurrentText(s.window)
@@ -350,7 +356,12 @@ class LimNetWidget(QWidget):
         self.device_combo.currentTextChanged.connect(self._settings_changed)
         self.threads_spin.valueChanged.connect(self._settings_changed)
         self.weights_edit.editingFinished.connect(self._settings_changed)
-        for c in (self.fusion_check, self.propagation_check, self.autorun_check):
+        for c in (
+            self.fusion_check,
+            self.propagation_check,
+            self.autorun_check,
+            self.beside_check,
+        ):
             c.toggled.connect(self._settings_changed)
         self.window_combo.currentTextChanged.connect(self._settings_changed)
 
@@ -374,6 +385,7 @@ class LimNetWidget(QWidget):
         s.fusion = self.fusion_check.isChecked()
         s.propagation = self.propagation_check.isChecked()
         s.auto_run = self.autorun_check.isChecked()
+        s.autosave_beside = self.beside_check.isChecked()
         s.window = self.window_combo.currentText()
         s.save()
         st = self.state
@@ -1199,7 +1211,7 @@ class LimNetWidget(QWidget):
             return
         shape = st.session.shape
         paths = [
-            autosave_mod.save_path(st.image, shape),
+            autosave_mod.save_path(st.image, shape, beside=self.settings.autosave_beside),
             autosave_mod.fallback_path(st.image, shape),
         ]
         self.autosaver.save(paths, np.array(st.labels.data, copy=True), self._autosave_meta(st))
