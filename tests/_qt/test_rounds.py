@@ -183,3 +183,21 @@ def test_event_loop_stall_real_model(make_napari_viewer, qtbot):
     assert w.last_round["slices"] > 15
     assert (st.labels.data == 2).any(axis=(1, 2)).sum() > 15
     assert worst_ms < 100
+
+
+def test_progress_and_last_round_agree_and_belong_to_their_image(dock, qtbot, volume):
+    viewer, w = dock
+    assert w.progress.text() == "no round running"
+    w.state.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    n = w.last_round["slices"]
+    assert w.progress.text() == f"{n} slices"
+    assert w.speed_label.text().startswith(f"Last round: {n} slices")
+    first = w.state
+    other = viewer.add_image(volume[:, ::-1].copy(), name="other", scale=(2.5, 0.8, 0.8))
+    assert w.state is not first and w.state.image.name == "other"
+    assert w.speed_label.text() == "" and w.progress.text() == "no round running"
+    w._on_image_chosen(w.image_combo.findText("ct"))  # as choosing it in the Image list
+    assert w.state is first
+    assert w.speed_label.text().startswith(f"Last round: {n} slices")
+    del other

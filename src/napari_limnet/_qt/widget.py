@@ -125,6 +125,15 @@ def _preload_model(weights: str, device: str | None, threads: int) -> None:
     threading.Thread(target=load, name="limnet-model-preload", daemon=True).start()
 
 
+IDLE_FORMAT = "no round running"
+
+
+def _layer_key(layer: Any) -> int:
+    """The identity of a layer behind napari's proxy: a plugin's viewer hands out a new
+    ``PublicOnlyProxy`` at each access, so ``id`` of what it returns is not the layer's."""
+    return id(getattr(layer, "__wrapped__", layer))
+
+
 class ImageState:
     """Everything the widget keeps for one image: its session, layers and objects."""
 
@@ -143,6 +152,7 @@ class ImageState:
         self.slice_counts: list[np.ndarray] | None = None
         self.autosave_found: Path | None = None
         self.autosave_problems: list[str] = []  # damaged autosaves of this image, skipped
+        self.last_round_text = ""  # the speed line of this image's last round
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -246,7 +256,7 @@ class LimNetWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setFormat("%v / %m slices")
+        self.progress.setFormat(IDLE_FORMAT)
         lay.addWidget(self.progress)
         self.speed_label = QLabel("")
         lay.addWidget(self.speed_label)
@@ -529,21 +539,25 @@ class LimNetWidget(QWidget):
         if err:
             self._message(err, "warning")
             return None
-        if self.state is not None and self.state.image is image:
+        if self.state is not None and _layer_key(self.state.image) == _layer_key(image):
             return self.state
         self._run_when_idle(lambda: None)  # cancel a running round first
         if self._worker is not None:
             self._deferred.append(lambda: self.set_image(image))
             return None
-        st = self.states.get(id(image))
+        st = self.states.get(_layer_key(image))
         if st is not None and not st.layers_alive(self.viewer):
-            del self.states[id(image)]
+            del self.states[_layer_key(image)]
             st = None
         if st is None:
             st = self._create_state(image)
             if st is None:
                 return None
-            self.states[id(image)] = st
+            self.states[_layer_key(image)] = st
+        if self.state is not st:  # another image: its own last round, an idle bar
+            self.speed_label.setText(st.last_round_text)
+            self.progress.setFormat(IDLE_FORMAT)
+            self._set_progress(0, 1)
         self.state = st
         self._refresh_image_combo()
         self.z_min.setRange(0, st.shape3[0] - 1)
@@ -811,6 +825,7 @@ class LimNetWidget(QWidget):
         self._round_obj = obj
         self._round_completed = False
         self._round_touched = set()
+        self.progress.setFormat("%v / %m slices")
         self._t_round = time.perf_counter()
         self._t_first = None
         self._pending = []
@@ -923,11 +938,12 @@ class LimNetWidget(QWidget):
                     "first_response": self._t_first or elapsed,
                     "slices_per_s": n / elapsed if elapsed > 0 else 0.0,
                 }
-                self.speed_label.setText(
+                st.last_round_text = (
                     f"Last round: {n} slices in {elapsed:.2f} s "
                     f"({self.last_round['slices_per_s']:.0f} slices/s), "
                     f"first slice after {self.last_round['first_response'] * 1000:.0f} ms"
                 )
+                self.speed_label.setText(st.last_round_text)
                 outcome = self._round_outcome(st, obj)
                 if outcome:
                     self._message(outcome, "warning")
@@ -935,13 +951,16 @@ class LimNetWidget(QWidget):
                     self.status.setText(
                         f"Object {obj} updated. Click to correct, O for a new object."
                     )
-                self._set_progress(self.progress.maximum(), self.progress.maximum())
+                # the bar ends on the slices the round decided, as the line above says
+                self.progress.setFormat("%v slices")
+                self._set_progress(n, max(n, 1))
                 # the round changed only its own object, on the slices it decided
                 self._after_change(st, slices=self._round_touched)
             else:
                 self._write_object(st, obj)
                 self.status.setText("Round cancelled; its prompts are kept.")
-                self._set_progress(0, self.progress.maximum())
+                self.progress.setFormat("cancelled")
+                self._set_progress(0, 1)
                 self._after_change(st)
         deferred, self._deferred = self._deferred, []
         for action in deferred:
