@@ -197,7 +197,11 @@ def test_progress_and_last_round_agree_and_belong_to_their_image(dock, qtbot, vo
     other = viewer.add_image(volume[:, ::-1].copy(), name="other", scale=(2.5, 0.8, 0.8))
     assert w.state is not first and w.state.image.name == "other"
     assert w.speed_label.text() == "" and w.progress.text() == "no round running"
+    # only the image being segmented (and its layers) is shown
+    assert not viewer.layers["ct"].visible and not viewer.layers["ct labels"].visible
+    assert viewer.layers["other"].visible and viewer.layers["other clicks"].visible
     w._on_image_chosen(w.image_combo.findText("ct"))  # as choosing it in the Image list
     assert w.state is first
     assert w.speed_label.text().startswith(f"Last round: {n} slices")
+    assert viewer.layers["ct"].visible and not viewer.layers["other"].visible
     del other

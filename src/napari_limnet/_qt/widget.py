@@ -172,6 +172,11 @@ class ImageState:
     def layers_alive(self, viewer: Any) -> bool:
         return all(lay in viewer.layers for lay in (self.image, self.points, self.labels))
 
+    def show(self, visible: bool) -> None:
+        """Show or hide the image and the layers the widget made for it."""
+        for lay in (self.image, self.labels, self.shapes, self.points):
+            lay.visible = visible
+
 
 class LimNetWidget(QWidget):
     """LIM-Net interactive segmentation (see the module docstring for the workflow).
@@ -554,7 +559,13 @@ class LimNetWidget(QWidget):
             if st is None:
                 return None
             self.states[_layer_key(image)] = st
-        if self.state is not st:  # another image: its own last round, an idle bar
+        if self.state is not st:  # another image: its own layers, last round, an idle bar
+            # two scans of different extent overlaid leave a blank canvas: show this one only
+            for other in self.states.values():
+                if other is not st and other.layers_alive(self.viewer):
+                    other.show(False)
+            st.show(True)
+            self.viewer.reset_view()
             self.speed_label.setText(st.last_round_text)
             self.progress.setFormat(IDLE_FORMAT)
             self._set_progress(0, 1)
