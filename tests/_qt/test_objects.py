@@ -126,3 +126,37 @@ def test_panel_scrolls_on_a_laptop_screen(dock, qtbot):
     qtbot.waitExposed(w)
     assert w.objects_panel.table.height() >= 190
     assert w.scroll.verticalScrollBar().maximum() > 0
+
+
+def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volume, tmp_path):
+    """Export writes on the scan's grid with the names; per object: one 0/1 file each."""
+    import nibabel as nib
+
+    from napari_limnet._reader import read_volume
+    from napari_limnet.io import load_volume
+
+    src = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.8, 0.8, 2.5, 1.0])), src)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    ((data, kwargs, _),) = read_volume(src)
+    viewer.add_image(data, **kwargs)
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.new_object()
+    st.points.add([10, 32, 46])
+    wait_round(qtbot, w)
+    w.rename_object(1, "left kidney")
+    written = w.export_labels(tmp_path / "out" / "seg.nii.gz")
+    assert [p.name for p in written] == ["seg.nii.gz", "seg_labels.txt"]
+    saved = load_volume(written[0])
+    np.testing.assert_array_equal(saved.data, st.labels.data)
+    assert np.allclose(saved.affine, load_volume(src).affine)
+    assert '"left kidney"' in written[1].read_text()
+    assert "Exported seg.nii.gz" in w.status.text()
+    per = w.export_labels(tmp_path / "out" / "obj.nii.gz", per_object=True)
+    names = sorted(p.name for p in per if p.name.endswith(".nii.gz"))
+    assert names == ["obj_1_left_kidney.nii.gz", "obj_2_Object_2.nii.gz"]
+    one = load_volume(tmp_path / "out" / "obj_1_left_kidney.nii.gz").data
+    np.testing.assert_array_equal(one == 1, st.labels.data == 1)

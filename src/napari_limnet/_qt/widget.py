@@ -298,6 +298,16 @@ class LimNetWidget(QWidget):
         row.addWidget(self.import_combo, 1)
         row.addWidget(self.import_btn)
         bl.addLayout(row)
+        row = QHBoxLayout()
+        self.export_btn = QPushButton("Export...")
+        self.export_btn.setToolTip(
+            "Save the objects on the scan's own grid (NIfTI or TIFF), with their names"
+        )
+        self.export_btn.clicked.connect(self._export_dialog)
+        self.per_object_check = QCheckBox("one file per object")
+        row.addWidget(self.export_btn)
+        row.addWidget(self.per_object_check, 1)
+        bl.addLayout(row)
         self.restore_btn = QPushButton("Restore autosaved work")
         self.restore_btn.setVisible(False)
         self.restore_btn.clicked.connect(self.restore_autosave)
@@ -1215,6 +1225,64 @@ class LimNetWidget(QWidget):
         self._after_change(st)
         self.status.setText(f"Took in {len(new_ids)} object(s) from '{name}'.")
         return new_ids
+
+    # ---------------------------------------------------------------- export
+    def _export_dialog(self) -> None:
+        if self.state is None:
+            self._message(check_image(None) or "", "warning")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export objects",
+            f"{self.state.image.name}_seg.nii.gz",
+            "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff)",
+        )
+        if path:
+            self.export_labels(path, per_object=self.per_object_check.isChecked())
+
+    def export_labels(self, path: str | Path, per_object: bool = False) -> list[Path]:
+        """Write the current image's objects on the source grid (the plugin's writer): all in
+        one label map with their names beside it, or one 0/1 file per object named
+        ``<stem>_<id>_<name><ending>``. Returns the written paths (also shown)."""
+        from .._writer import write_labels
+        from ..io.writer import NIFTI_SUFFIXES, TIFF_SUFFIXES
+
+        st = self.state
+        if st is None:
+            self._message(check_image(None) or "", "warning")
+            return []
+        path = Path(path)
+        ending = next((e for e in NIFTI_SUFFIXES + TIFF_SUFFIXES if path.name.endswith(e)), "")
+        if not ending:
+            self._message(f"{path}: export as .nii.gz, .nii, .tif or .tiff", "error")
+            return []
+        self.sync_brush_edits(st)
+        layer = st.labels
+        meta = {
+            "metadata": dict(layer.metadata),
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "affine": layer.affine.affine_matrix,
+            "rotate": layer.rotate,
+        }
+        data = np.asarray(layer.data)
+        written: list[Path] = []
+        try:
+            if not per_object:
+                written = [Path(p) for p in write_labels(str(path), data, meta)]
+            else:
+                stem = path.name[: -len(ending)]
+                for obj, info in st.objects.items():
+                    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)
+                    target = path.with_name(f"{stem}_{obj}_{safe}{ending}")
+                    name = {**info.as_metadata(), "id": 1}  # the file holds 0 / 1
+                    one = {**meta, "metadata": {**meta["metadata"], "limnet_objects": [name]}}
+                    written += [Path(p) for p in write_labels(str(target), data == obj, one)]
+        except (ValueError, OSError) as e:
+            self._message(f"Export failed, nothing replaced: {e}", "error")
+            return written
+        self._message("Exported " + ", ".join(p.name for p in written) + f" to {path.parent}")
+        return written
 
     # ---------------------------------------------------------------- autosave
     def _autosave_meta(self, st: ImageState) -> dict:
