@@ -160,3 +160,20 @@ def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volum
     assert names == ["obj_1_left_kidney.nii.gz", "obj_2_Object_2.nii.gz"]
     one = load_volume(tmp_path / "out" / "obj_1_left_kidney.nii.gz").data
     np.testing.assert_array_equal(one == 1, st.labels.data == 1)
+
+
+def test_results_csv(dock, qtbot, volume, tmp_path):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    out = tmp_path / "results.csv"
+    text = w.results(out)
+    lines = text.splitlines()
+    assert lines[0] == "id,name,voxels,volume_ml,mean,std,largest_diameter_mm"
+    n = int((st.labels.data == 1).sum())
+    assert lines[1].startswith(f"1,Object 1,{n},{n * 2.5 * 0.8 * 0.8 / 1000:.4g},")
+    assert out.read_text() == text
+    from qtpy.QtWidgets import QApplication
+
+    assert QApplication.clipboard().text() == text

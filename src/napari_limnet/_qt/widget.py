@@ -305,8 +305,15 @@ class LimNetWidget(QWidget):
         )
         self.export_btn.clicked.connect(self._export_dialog)
         self.per_object_check = QCheckBox("one file per object")
+        self.results_btn = QPushButton("Results...")
+        self.results_btn.setToolTip(
+            "Per object: volume (mL), mean and standard deviation of intensity, largest "
+            "diameter (mm); copied to the clipboard and saved as CSV"
+        )
+        self.results_btn.clicked.connect(self._results_dialog)
         row.addWidget(self.export_btn)
         row.addWidget(self.per_object_check, 1)
+        row.addWidget(self.results_btn)
         bl.addLayout(row)
         self.restore_btn = QPushButton("Restore autosaved work")
         self.restore_btn.setVisible(False)
@@ -1283,6 +1290,44 @@ class LimNetWidget(QWidget):
             return written
         self._message("Exported " + ", ".join(p.name for p in written) + f" to {path.parent}")
         return written
+
+    def _results_dialog(self) -> None:
+        if self.state is None:
+            self._message(check_image(None) or "", "warning")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save results", f"{self.state.image.name}_results.csv", "CSV (*.csv)"
+        )
+        self.results(path or None)
+
+    def results(self, path: str | Path | None = None) -> str:
+        """The current image's per-object measures (``engine.measure``) as CSV text: copied to
+        the clipboard, written to ``path`` when given, and summed up in the status line."""
+        from qtpy.QtWidgets import QApplication
+
+        from ..engine.measure import measure_object, measures_csv
+
+        st = self.state
+        if st is None:
+            return ""
+        self.sync_brush_edits(st)
+        spacing = st.session.spacing
+        rows = [
+            measure_object(k, info.name, st.data3 == k, st.session.volume.slice, spacing)
+            for k, info in st.objects.items()
+        ]
+        text = measures_csv(rows)
+        QApplication.clipboard().setText(text)
+        where = "copied to the clipboard"
+        if path:
+            try:
+                Path(path).write_text(text, encoding="utf-8")
+            except OSError as e:
+                self._message(f"Results not saved to {path}: {e}", "error")
+                return text
+            where += f" and saved to {path}"
+        self._message(f"Results of {len(rows)} object(s) {where}.")
+        return text
 
     # ---------------------------------------------------------------- autosave
     def _autosave_meta(self, st: ImageState) -> dict:
