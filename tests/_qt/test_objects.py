@@ -177,3 +177,21 @@ def test_results_csv(dock, qtbot, volume, tmp_path):
     from qtpy.QtWidgets import QApplication
 
     assert QApplication.clipboard().text() == text
+
+
+def test_next_previous_and_jump(dock, qtbot, volume):
+    viewer, w = dock
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    w.new_object()
+    st.points.add([12, 32, 46])
+    wait_round(qtbot, w)
+    assert st.current == 2
+    viewer.dims.set_current_step(0, 0)
+    w.step_object(1)  # wraps round to the first object
+    assert st.current == 1
+    slices = np.flatnonzero((st.labels.data == 1).any(axis=(1, 2)))
+    assert viewer.dims.current_step[0] == slices[len(slices) // 2]
+    w.step_object(-1)
+    assert st.current == 2

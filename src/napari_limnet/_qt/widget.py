@@ -690,6 +690,9 @@ class LimNetWidget(QWidget):
         layer.bind_key("Shift-Enter", lambda _l: self.request_round(), overwrite=True)
         layer.bind_key("Control-z", lambda _l: self.undo(), overwrite=True)
         layer.bind_key("Control-Shift-z", lambda _l: self.redo(), overwrite=True)
+        layer.bind_key("]", lambda _l: self.step_object(1), overwrite=True)
+        layer.bind_key("[", lambda _l: self.step_object(-1), overwrite=True)
+        layer.bind_key("j", lambda _l: self.jump_to_object(), overwrite=True)
 
     # ---------------------------------------------------------------- prompts
     def set_negative(self, on: bool) -> None:
@@ -1123,6 +1126,33 @@ class LimNetWidget(QWidget):
         self._show_prompts(st, [from_session_prompt(p) for p in st.session.prompts(obj)])
         self._update_objects_panel()
         self.status.setText(f"Refining {st.objects[obj].name}.")
+
+    def step_object(self, step: int) -> None:
+        """Select the next (``step`` 1) or previous (-1) object of the list, and show it."""
+        st = self.state
+        if st is None or not st.objects:
+            return
+        ids = list(st.objects)
+        i = ids.index(st.current) if st.current in ids else -1 if step > 0 else 0
+        self.select_object(ids[(i + step) % len(ids)])
+        self.jump_to_object()
+
+    def jump_to_object(self, obj: int | None = None) -> None:
+        """Show the slice through the middle of the object (its median slice with voxels)."""
+        st = self.state
+        obj = st.current if st is not None and obj is None else obj
+        if st is None or obj is None or st.two_d:
+            return
+        slices = np.flatnonzero((st.data3 == obj).any(axis=(1, 2)))
+        if slices.size == 0:
+            self.status.setText(f"{st.objects[obj].name} has no voxels yet.")
+            return
+        z = int(slices[len(slices) // 2])
+        # the image's slice z in world coordinates along the viewer's first axis
+        world = st.image.data_to_world([z, 0, 0])
+        step = list(self.viewer.dims.point)
+        step[-3] = float(world[0])
+        self.viewer.dims.point = step
 
     def rename_object(self, obj: int, name: str) -> None:
         st = self.state
