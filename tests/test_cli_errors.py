@@ -143,31 +143,3 @@ def test_malformed_weights(tmp_path, capsys, ct, no_rounds, edit, message):
         rc, err = _run(capsys, [*argv, "--weights", str(w)])
     assert rc == 2 and message in err and "w.pt" in err
     assert len(err.splitlines()) == 1
-
-
-def test_bad_dicom_vr_is_one_line(tmp_path, capsys, no_rounds):
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.ImagePositionPatient = [0.0, 0.0, 0.0]
-    ds.ImageOrientationPatient = [1.0, 0, 0, 0, 1.0, 0]
-    ds.PixelSpacing = [1.0, 1.0]
-    f = tmp_path / "dcm" / "IM1"
-    f.parent.mkdir()
-    ds.save_as(f, enforce_file_format=True)
-    raw = f.read_bytes()
-    i = raw.index(b"DS", 132 + 100)  # the first DS element after the file meta
-    f.write_bytes(raw[:i] + b"QQ" + raw[i + 2 :])  # a VR that does not exist
-    p = _prompts(tmp_path, ONE)
-    rc, err = _run(
-        capsys, ["segment", str(f.parent), "--prompts", str(p), "-o", str(tmp_path / "o.nii.gz")]
-    )
-    assert rc == 2 and "Traceback" not in err and "dcm" in err

@@ -21,3 +21,12 @@ def reference(volume, spacing, groups) -> np.ndarray:
             add_to_session(s, obj, p)
         s.run(obj)
     return s.labels()
+
+
+def two_objects(qtbot, widget, first, second) -> None:
+    """Object 1 from a click at ``first``, then a new object 2 from a click at ``second``."""
+    widget.state.points.add(first)
+    wait_round(qtbot, widget)
+    widget.new_object()
+    widget.state.points.add(second)
+    wait_round(qtbot, widget)

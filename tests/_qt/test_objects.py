@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import wait_round
+from helpers import two_objects, wait_round
 
 
 def test_two_objects_do_not_overwrite(dock, qtbot):
@@ -26,11 +26,7 @@ def test_two_objects_do_not_overwrite(dock, qtbot):
 def test_resume_earlier_object(dock, qtbot):
     viewer, w = dock
     st = w.state
-    st.points.add([10, 32, 20])
-    wait_round(qtbot, w)
-    w.new_object()
-    st.points.add([10, 32, 46])
-    wait_round(qtbot, w)
+    two_objects(qtbot, w, [10, 32, 20], [10, 32, 46])
     w.objects_panel.table.selectRow(0)  # the user picks object 1 in the list
     assert st.current == 1
     assert [tuple(p) for p in st.points.data] == [(10, 32, 20)]
@@ -142,11 +138,7 @@ def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volum
     ((data, kwargs, _),) = read_volume(src)
     viewer.add_image(data, **kwargs)
     st = w.state
-    st.points.add([10, 32, 20])
-    wait_round(qtbot, w)
-    w.new_object()
-    st.points.add([10, 32, 46])
-    wait_round(qtbot, w)
+    two_objects(qtbot, w, [10, 32, 20], [10, 32, 46])
     w.rename_object(1, "left kidney")
     written = w.export_labels(tmp_path / "out" / "seg.nii.gz")
     assert [p.name for p in written] == ["seg.nii.gz", "seg_labels.txt"]
@@ -182,11 +174,7 @@ def test_results_csv(dock, qtbot, volume, tmp_path):
 def test_next_previous_and_jump(dock, qtbot, volume):
     viewer, w = dock
     st = w.state
-    st.points.add([10, 32, 20])
-    wait_round(qtbot, w)
-    w.new_object()
-    st.points.add([12, 32, 46])
-    wait_round(qtbot, w)
+    two_objects(qtbot, w, [10, 32, 20], [12, 32, 46])
     assert st.current == 2
     viewer.dims.set_current_step(0, 0)
     w.step_object(1)  # wraps round to the first object

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import reference, wait_round
+from helpers import reference, two_objects, wait_round
 
 from napari_limnet._qt.layers import from_session_prompt
 
@@ -145,11 +145,7 @@ def test_clicks_layer_selected_after_an_image_and_its_labels_open(
 def test_empty_object_explained(dock, qtbot, volume):
     viewer, w = dock
     st = w.state
-    st.points.add([10, 32, 20])
-    wait_round(qtbot, w)
-    w.new_object()
-    st.points.add([10, 32, 20])  # inside object 1: object 2 stays empty
-    wait_round(qtbot, w)
+    two_objects(qtbot, w, [10, 32, 20], [10, 32, 20])  # inside object 1: 2 stays empty
     assert not (st.labels.data == 2).any()
     text = w.status.text()
     assert "is empty" in text and "inside" in text and "label 1" in text

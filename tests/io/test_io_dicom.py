@@ -188,3 +188,22 @@ def test_unparsable_decimal_string_names_the_file(tmp_path: Path) -> None:
     paths[0].write_bytes(bad)
     with pytest.raises(ValueError, match=rf"{paths[0].name}: DICOM PixelSpacing"):
         read_dicom(tmp_path / "s")
+
+
+def test_bad_vr_is_one_line_from_the_command_line(tmp_path: Path, capsys) -> None:
+    """pydicom's NotImplementedError on a VR that does not exist: exit 2, one line, no
+    traceback (``limnet segment`` reads the series before anything is segmented)."""
+    from napari_limnet import cli
+
+    paths = _write_series(tmp_path / "dcm", _raw((3, 6, 5)))
+    raw = paths[0].read_bytes()
+    tag = b"\x20\x00\x32\x00DS"  # ImagePositionPatient (0020,0032), explicit VR DS
+    i = raw.index(tag) + 4
+    paths[0].write_bytes(raw[:i] + b"QQ" + raw[i + 2 :])
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('{"objects": [{"clicks": [{"z": 1, "y": 2, "x": 3}]}]}')
+    out = tmp_path / "o.nii.gz"
+    rc = cli.main(["segment", str(tmp_path / "dcm"), "--prompts", str(prompts), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert paths[0].name in err and "Value Representation" in err

@@ -975,18 +975,18 @@ class LimNetWidget(QWidget):
                     f"first slice after {self.last_round['first_response'] * 1000:.0f} ms"
                 )
                 self.speed_label.setText(st.last_round_text)
-                outcome = self._round_outcome(st, obj)
+                # the bar ends on the slices the round decided, as the line above says
+                self.progress.setFormat("%v slices")
+                self._set_progress(n, max(n, 1))
+                # the round changed only its own object, on the slices it decided
+                self._after_change(st, slices=self._round_touched)
+                outcome = self._round_outcome(st, obj)  # (reads the counts just updated)
                 if outcome:
                     self._message(outcome, "warning")
                 else:
                     self.status.setText(
                         f"Object {obj} updated. Click to correct, O for a new object."
                     )
-                # the bar ends on the slices the round decided, as the line above says
-                self.progress.setFormat("%v slices")
-                self._set_progress(n, max(n, 1))
-                # the round changed only its own object, on the slices it decided
-                self._after_change(st, slices=self._round_touched)
             else:
                 self._write_object(st, obj)
                 self.status.setText("Round cancelled; its prompts are kept.")
@@ -1008,7 +1008,7 @@ class LimNetWidget(QWidget):
         last = prompts[-1]
         z = int(last.z)
         y, x = (int(round(float(v))) for v in last.coords[:2])
-        slices = np.flatnonzero((st.data3 == obj).any(axis=(1, 2)))
+        slices = self._object_slices(st, obj)
         name = st.objects[obj].name
         if slices.size == 0:
             other = int(st.data3[z, y, x]) if last.kind in ("click", "scribble") else 0
@@ -1080,6 +1080,15 @@ class LimNetWidget(QWidget):
         for k, o in st.objects.items():
             o.volume_ml = float(counts[k]) * vox_ml if k < len(counts) else 0.0
 
+    def _object_slices(self, st: ImageState, obj: int) -> np.ndarray:
+        """The slices holding voxels of ``obj``, from the per-slice counts ``_update_volumes``
+        keeps (no pass over the whole label map)."""
+        if st.slice_counts is None:
+            self._update_volumes(st)
+        return np.array(
+            [z for z, c in enumerate(st.slice_counts) if obj < len(c) and c[obj] > 0], dtype=int
+        )
+
     def _update_objects_panel(self) -> None:
         st = self.state
         if st is None:
@@ -1143,7 +1152,7 @@ class LimNetWidget(QWidget):
         obj = st.current if st is not None and obj is None else obj
         if st is None or obj is None or st.two_d:
             return
-        slices = np.flatnonzero((st.data3 == obj).any(axis=(1, 2)))
+        slices = self._object_slices(st, obj)
         if slices.size == 0:
             self.status.setText(f"{st.objects[obj].name} has no voxels yet.")
             return
