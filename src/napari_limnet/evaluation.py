@@ -66,6 +66,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "box": {"first": "box"},
     "scribble": {"first": "scribble"},
     "lasso": {"first": "lasso"},
+    # the volume turned so that its slice axis is last, every prompt given with axis=2
+    "turned": {"turned": True},
 }
 THRESHOLDS = (0.85, 0.90)
 
@@ -125,19 +127,33 @@ def evaluate_object(
     fusion: bool = True,
     propagation: bool = True,
     first: str = "click",
+    turned: bool = False,
 ) -> tuple[list[float], list[float], list[Click], int | None]:
     """Run the protocol on one object; returns (dice per round, seconds per round, clicks,
     round at which the result became perfect or None).
 
     ``first``: the first prompt: "click" (the protocol's), "off_centre"
     (``first_click_off_centre``), or "box", "scribble", "lasso" (``first_region_prompt``;
-    listed among the clicks as the slice's most interior point)."""
+    listed among the clicks as the slice's most interior point).
+    ``turned``: the session gets the volume with its slice axis moved last, (Y, X, Z), and
+    every prompt with ``axis=2`` (prompts in any view: the same result is expected)."""
     from .engine.session import Session
 
     gt = np.asarray(gt, bool)
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    axis = 2 if turned else 0
+
+    def at(z: float, y: float, x: float) -> tuple[float, float, float]:
+        """Voxel (z, y, x) of the volume as the session holds it."""
+        return (y, x, z) if turned else (z, y, x)
+
+    if turned:
+        volume = np.moveaxis(np.asarray(volume), 0, 2)
+        spacing = (spacing[1], spacing[2], spacing[0])
     session = Session(volume, spacing=spacing, model=model, fusion=fusion, propagation=propagation)
+    if turned:
+        spacing = (spacing[2], spacing[0], spacing[1])
     obj = session.new_object()
     pred = np.zeros(gt.shape, bool)
     dices: list[float] = []
@@ -159,15 +175,17 @@ def evaluate_object(
         if r == 1 and first in ("box", "scribble", "lasso"):
             z, coords = first_region_prompt(gt, first, spacing)
             if first == "box":
-                session.add_box(obj, z, tuple(int(c) for c in coords))
+                session.add_box(obj, z, tuple(int(c) for c in coords), axis=axis)
             elif first == "scribble":
-                session.add_scribble(obj, [(z, y, x) for y, x in coords])
+                session.add_scribble(obj, [at(z, y, x) for y, x in coords], axis=axis)
             else:
-                session.add_lasso(obj, [(z, y, x) for y, x in coords])
+                session.add_lasso(obj, [at(z, y, x) for y, x in coords], axis=axis)
         else:
-            session.add_click(obj, click.position, positive=click.positive)
+            session.add_click(obj, at(*click.position), positive=click.positive, axis=axis)
         t0 = time.perf_counter()
         pred = np.asarray(session.run(obj), bool)
+        if turned:
+            pred = np.moveaxis(pred, 2, 0)
         seconds.append(time.perf_counter() - t0)
         dices.append(dice(pred, gt))
     return dices, seconds, clicks, perfect_at

@@ -30,12 +30,18 @@ class RoundEvent:
     mask: the FINAL bool (Y, X) mask of slice z for this round.
     done: slices decided so far in this round (this one included).
     total: current estimate of how many slices the round decides (>= done; may grow).
+    axis: the volume axis slice z lies across: 0 unless the round's prompts lie on another
+    axis (see ``Session.add_click``); ``mask`` then has that plane's shape, the volume's
+    shape without that axis. A round with prompts on several axes runs one pass per axis,
+    axis 0 first, and a later pass may change voxels an earlier pass's events showed:
+    ``Session.mask`` is the round's result.
     """
 
     z: int
     mask: np.ndarray
     done: int
     total: int
+    axis: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,15 @@ class Prompt:
     """One click, box, scribble or lasso of an object, as listed by :meth:`Session.prompts`.
 
     kind: "click", "box", "scribble" or "lasso".
-    z: the slice.
+    z: the slice: its index along ``axis``.
     coords: (y, x) for a click; (y0, x0, y1, x1) inclusive corners for a box; the vertices
     (y0, x0, y1, x1, ...) of the stroke's polyline for a scribble, of the closed polygon for
-    a lasso.
+    a lasso. For a prompt on another axis "y" and "x" are the slice's own two axes in volume
+    order: (z, x) across axis 1, (z, y) across axis 2.
     positive: False for a negative (background) click or scribble; boxes and lassos are
     always positive.
     round: the round (1, 2, ...) that used the prompt, or None while it is pending.
+    axis: the volume axis normal to the prompt's slice (0: an axial slice of an axial scan).
     """
 
     kind: Literal["click", "box", "scribble", "lasso"]
@@ -57,6 +65,7 @@ class Prompt:
     coords: tuple[float, ...]
     positive: bool = True
     round: int | None = None
+    axis: int = 0
     uid: int = field(default=0, compare=False, repr=False)
 
     @property
@@ -122,15 +131,44 @@ class _Object:
 
 @dataclass
 class _Plan:
-    """What one round consumes, fixed when the round starts."""
+    """What one round consumes, fixed when the round starts.
+
+    prompts[axis][i]: all prompts of slice i across axis (only slices with something new);
+    pinned[axis]: that axis's slices prompted in earlier rounds.
+    """
 
     obj: int
     token: object
-    prompts: dict[int, SlicePrompts]
-    pinned: frozenset[int]
+    prompts: dict[int, dict[int, SlicePrompts]]
+    pinned: dict[int, frozenset[int]]
     pending: tuple[Prompt, ...]
     removed_uids: frozenset[int]
     options: RoundOptions
+
+
+def _rest(axis: int) -> tuple[int, int]:
+    """The two volume axes of a slice across ``axis``, in volume order."""
+    r0, r1 = (a for a in range(3) if a != axis)
+    return r0, r1
+
+
+def _slice_prompts(on_slice: list[Prompt]) -> SlicePrompts:
+    """The prompts of one slice as the round takes them."""
+    clicks: list[tuple[float, float, bool]] = []
+    for p in on_slice:
+        if p.kind == "click":
+            clicks.append((p.coords[0], p.coords[1], p.positive))
+        elif p.kind == "scribble":  # a stroke: clicks close enough to merge into a line
+            clicks.extend((y, x, p.positive) for y, x in stroke_points(p.coords))
+    return SlicePrompts(
+        clicks=tuple(clicks),
+        boxes=tuple(tuple(int(c) for c in p.coords) for p in on_slice if p.kind == "box"),  # type: ignore[misc]
+        regions=tuple(
+            tuple(zip(p.coords[0::2], p.coords[1::2], strict=True))
+            for p in on_slice
+            if p.kind == "lasso"
+        ),
+    )
 
 
 def _no_events() -> Iterator[RoundEvent]:
@@ -333,12 +371,29 @@ class Session:
             o.pending.append(replace(prompt, uid=self._next_uid))
             self._next_uid += 1
 
-    def add_click(self, obj: int, point: Sequence[float], positive: bool = True) -> None:
+    def _axis(self, axis: Any) -> int:
+        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+            raise ValueError(f"axis must be 0, 1 or 2, not {axis!r}")
+        if self.volume.is_2d and axis != 0:
+            raise ValueError(f"a 2D image has one slice: axis must be 0, not {axis}")
+        if not 0 <= axis <= 2:
+            raise ValueError(
+                f"axis must be 0, 1 or 2 (the volume axis normal to the prompt's slice), "
+                f"not {axis}"
+            )
+        return int(axis)
+
+    def add_click(
+        self, obj: int, point: Sequence[float], positive: bool = True, axis: int = 0
+    ) -> None:
         """Add a pending click at voxel ``(z, y, x)`` (``(y, x)`` also works for 2D images).
 
-        positive=False marks background (a correction that removes voxels).
+        positive=False marks background (a correction that removes voxels). axis: the volume
+        axis normal to the slice the click was placed on (2 for a sagittal view of an axial
+        scan); the 2D step then runs on that plane and propagation along that axis.
         """
         o = self._get(obj)  # noqa: F841 (validates obj first)
+        a = self._axis(axis)
         try:
             pt = [float(v) for v in point]
         except (TypeError, ValueError):
@@ -347,31 +402,38 @@ class Session:
             pt = [0.0, *pt]
         if len(pt) != 3:
             raise ValueError(f"a click is (z, y, x) voxel indices, not {tuple(point)!r}")
-        z = self._index(pt[0], 0, "click z")
-        self._index(pt[1], 1, "click y")
-        self._index(pt[2], 2, "click x")
-        self._add(obj, Prompt("click", z, (pt[1], pt[2]), bool(positive)))
+        idx = [self._index(v, k, f"click {'zyx'[k]}") for k, v in enumerate(pt)]
+        r0, r1 = _rest(a)
+        self._add(obj, Prompt("click", idx[a], (pt[r0], pt[r1]), bool(positive), axis=a))
 
-    def add_box(self, obj: int, z: int, box: Sequence[int]) -> None:
-        """Add a pending box on slice ``z``: ``(y0, x0, y1, x1)``, inclusive corners."""
+    def add_box(self, obj: int, z: int, box: Sequence[int], axis: int = 0) -> None:
+        """Add a pending box on slice ``z``: ``(y0, x0, y1, x1)``, inclusive corners.
+
+        axis: as for :meth:`add_click`; ``z`` is then the index along that axis and the
+        corners are given in the slice's own two axes, in volume order.
+        """
         self._get(obj)
+        a = self._axis(axis)
         try:
             b = [float(v) for v in box]
         except (TypeError, ValueError):
             raise ValueError(f"a box is (y0, x0, y1, x1), not {box!r}") from None
         if len(b) != 4:
             raise ValueError(f"a box is (y0, x0, y1, x1), not {tuple(box)!r}")
-        zi = self._index(z, 0, "box z")
-        y0, y1 = sorted((self._index(b[0], 1, "box y0"), self._index(b[2], 1, "box y1")))
-        x0, x1 = sorted((self._index(b[1], 2, "box x0"), self._index(b[3], 2, "box x1")))
+        r0, r1 = _rest(a)
+        n0, n1 = "zyx"[r0], "zyx"[r1]
+        zi = self._index(z, a, f"box {'zyx'[a]}")
+        y0, y1 = sorted((self._index(b[0], r0, f"box {n0}0"), self._index(b[2], r0, f"box {n0}1")))
+        x0, x1 = sorted((self._index(b[1], r1, f"box {n1}0"), self._index(b[3], r1, f"box {n1}1")))
         if y0 == y1 or x0 == x1:
             raise ValueError(
                 f"the box {tuple(box)} has no area (its corners share a row or a column)"
             )
-        self._add(obj, Prompt("box", zi, (y0, x0, y1, x1), True))
+        self._add(obj, Prompt("box", zi, (y0, x0, y1, x1), True, axis=a))
 
-    def _slice_points(self, points: Any, what: str) -> tuple[int, tuple[float, ...]]:
-        """(N, 3) voxel indices on one slice -> (z, (y0, x0, y1, x1, ...))."""
+    def _slice_points(self, points: Any, what: str, axis: int) -> tuple[int, tuple[float, ...]]:
+        """(N, 3) voxel indices on one slice across ``axis`` -> (index along the axis,
+        (y0, x0, y1, x1, ...) in the slice's own two axes)."""
         try:
             pts = np.asarray(points, dtype=np.float64)
         except (TypeError, ValueError):
@@ -386,35 +448,42 @@ class Session:
             )
         if not np.isfinite(pts).all():
             raise ValueError(f"a {what} must have finite coordinates")
-        zs = {self._index(v, 0, f"{what} z") for v in pts[:, 0]}
+        name = "zyx"[axis]
+        zs = {self._index(v, axis, f"{what} {name}") for v in pts[:, axis]}
         if len(zs) != 1:
             raise ValueError(
-                f"a {what} must lie on one slice; its points are on slices {sorted(zs)}"
+                f"a {what} must lie on one slice; its points are on slices {sorted(zs)} "
+                f"of axis {axis} ({name})"
             )
-        for y, x in pts[:, 1:]:
-            self._index(y, 1, f"{what} y")
-            self._index(x, 2, f"{what} x")
-        return zs.pop(), tuple(float(v) for v in pts[:, 1:].ravel())
+        rest = _rest(axis)
+        for row in pts:
+            for k in rest:
+                self._index(row[k], k, f"{what} {'zyx'[k]}")
+        return zs.pop(), tuple(float(v) for v in pts[:, list(rest)].ravel())
 
-    def add_scribble(self, obj: int, points: Any, positive: bool = True) -> None:
+    def add_scribble(self, obj: int, points: Any, positive: bool = True, axis: int = 0) -> None:
         """Add a pending scribble: ``points`` (N, 3) voxel indices on one slice, joined as a
-        polyline (one point is a click). positive=False: a stroke across a wrong region."""
+        polyline (one point is a click). positive=False: a stroke across a wrong region.
+        axis: as for :meth:`add_click`."""
         self._get(obj)
-        z, coords = self._slice_points(points, "scribble")
-        self._add(obj, Prompt("scribble", z, coords, bool(positive)))
+        a = self._axis(axis)
+        z, coords = self._slice_points(points, "scribble", a)
+        self._add(obj, Prompt("scribble", z, coords, bool(positive), axis=a))
 
-    def add_lasso(self, obj: int, points: Any) -> None:
+    def add_lasso(self, obj: int, points: Any, axis: int = 0) -> None:
         """Add a pending lasso: the vertices ``points`` (N >= 3, 3) of a closed polygon drawn
-        roughly around the object on one slice (voxel indices)."""
+        roughly around the object on one slice (voxel indices). axis: as for
+        :meth:`add_click`."""
         self._get(obj)
-        z, coords = self._slice_points(points, "lasso")
+        a = self._axis(axis)
+        z, coords = self._slice_points(points, "lasso", a)
         if len(coords) < 6:
             raise ValueError("a lasso needs at least 3 vertices")
         ys, xs = np.asarray(coords[0::2]), np.asarray(coords[1::2])
         area = 0.5 * abs(float(np.dot(ys, np.roll(xs, 1)) - np.dot(xs, np.roll(ys, 1))))
         if area < 1.0:
             raise ValueError("the lasso encloses no area (its vertices are on one line)")
-        self._add(obj, Prompt("lasso", z, coords, True))
+        self._add(obj, Prompt("lasso", z, coords, True, axis=a))
 
     def prompts(self, obj: int) -> list[Prompt]:
         """The object's prompts: past ones (``round`` set) first, then pending ones."""
@@ -561,30 +630,19 @@ class Session:
         if not o.pending and not o.removed:
             return None
         kept = [p for p in o.committed if p.uid not in o.removed]
-        changed = {p.z for p in o.pending} | {p.z for p in o.committed if p.uid in o.removed}
-        by_z: dict[int, SlicePrompts] = {}
-        for z in sorted(changed):
-            on_z = [p for p in kept + o.pending if p.z == z]
-            clicks: list[tuple[float, float, bool]] = []
-            for p in on_z:
-                if p.kind == "click":
-                    clicks.append((p.coords[0], p.coords[1], p.positive))
-                elif p.kind == "scribble":  # a stroke: clicks close enough to merge into a line
-                    clicks.extend((y, x, p.positive) for y, x in stroke_points(p.coords))
-            by_z[z] = SlicePrompts(
-                clicks=tuple(clicks),
-                boxes=tuple(tuple(int(c) for c in p.coords) for p in on_z if p.kind == "box"),  # type: ignore[misc]
-                regions=tuple(
-                    tuple(zip(p.coords[0::2], p.coords[1::2], strict=True))
-                    for p in on_z
-                    if p.kind == "lasso"
-                ),
-            )
-        pinned = frozenset(p.z for p in kept) - set(by_z)
+        changed = {(p.axis, p.z) for p in o.pending}
+        changed |= {(p.axis, p.z) for p in o.committed if p.uid in o.removed}
+        by_axis: dict[int, dict[int, SlicePrompts]] = {}
+        for a, z in sorted(changed):
+            on_z = [p for p in kept + o.pending if p.axis == a and p.z == z]
+            by_axis.setdefault(a, {})[z] = _slice_prompts(on_z)
+        pinned = {
+            a: frozenset(p.z for p in kept if p.axis == a) - set(by_axis[a]) for a in by_axis
+        }
         return _Plan(
             obj=obj,
             token=object(),
-            prompts=by_z,
+            prompts=by_axis,
             pinned=pinned,
             pending=tuple(o.pending),
             removed_uids=frozenset(o.removed),
@@ -614,54 +672,126 @@ class Session:
         return self.mask(obj)
 
     def _round(self, plan: _Plan) -> Iterator[RoundEvent]:
-        import torch
-
-        obj = plan.obj
-        yx = self.volume.shape[1:]
-        results: dict[int, np.ndarray] = {}
-
-        def current(z: int) -> np.ndarray | None:
-            with self._lock:
-                return self._slice_of(self._objects[obj], int(z))
-
-        def blocked(z: int) -> np.ndarray | None:
-            with self._lock:
-                return self._blocked(obj, int(z))
-
+        """One pass of ``rounds.run_round`` per axis with new prompts (axis 0 first); each
+        pass starts from the masks the passes before it decided."""
+        decided: dict[int, np.ndarray] = {}  # axis-0 slices (Y, X) decided so far
+        done = 0
         try:
-            with torch.inference_mode():
-                it = rounds.run_round(
-                    self.model,
-                    self.volume,
-                    plan.prompts,
-                    current,
-                    plan.pinned,
-                    blocked,
-                    plan.options,
-                )
-            try:
-                while True:
-                    with torch.inference_mode():
-                        try:
-                            z, m, total = next(it)
-                        except StopIteration:
-                            break
-                    z = int(z)
-                    m = np.asarray(m, dtype=bool).reshape(yx).copy()
-                    b = blocked(z)
-                    if b is not None:
-                        m &= ~b
-                    results[z] = m
-                    done = len(results)
-                    yield RoundEvent(z, m.copy(), done, max(int(total), done))
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-            self._commit(plan, results)
+            for axis in sorted(plan.prompts):
+                for ev in self._pass(plan, axis, decided, done):
+                    done = ev.done
+                    yield ev
+            self._commit(plan, decided)
         finally:
             if self._active is not None and self._active[0] is plan.token:
                 self._active = None
+
+    def _before(self, obj: int, decided: dict[int, np.ndarray], z: int) -> np.ndarray | None:
+        """Slice z of the object as the round's next pass starts (None: empty)."""
+        m = decided.get(z)
+        if m is not None:
+            return m.copy() if m.any() else None
+        with self._lock:
+            return self._slice_of(self._objects[obj], z)
+
+    def _dense(
+        self, obj: int, decided: dict[int, np.ndarray], *, others: bool = False
+    ) -> np.ndarray | None:
+        """The object's whole (Z, Y, X) mask as the next pass starts; others=True: the union
+        of the other objects' masks instead (None when they have none)."""
+        out = None if others else np.zeros(self.volume.shape, bool)
+        with self._lock:
+            for k, o in self._objects.items():
+                if (k != obj) != others:
+                    continue
+                for z, p in o.masks.items():
+                    if out is None:
+                        out = np.zeros(self.volume.shape, bool)
+                    out[z, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w] |= p.crop()
+        if not others:
+            for z, m in decided.items():
+                out[z] = m
+        return out
+
+    def _pass(
+        self, plan: _Plan, axis: int, decided: dict[int, np.ndarray], done: int
+    ) -> Iterator[RoundEvent]:
+        """The round's prompts across ``axis``: yields their events, then puts the axis-0
+        slices the pass changed into ``decided``. Across axis 1 or 2 the round sees the
+        volume through ``Volume.along`` and the masks as whole arrays (``_dense``)."""
+        import torch
+
+        obj = plan.obj
+        if axis == 0:
+            volume: Any = self.volume
+            options = plan.options
+
+            def current(z: int) -> np.ndarray | None:
+                return self._before(obj, decided, int(z))
+
+            def blocked(z: int) -> np.ndarray | None:
+                with self._lock:
+                    return self._blocked(obj, int(z))
+
+        else:
+            volume = self.volume.along(axis)
+            # z_range and direction limit propagation along the slice axis only
+            options = replace(plan.options, z_min=None, z_max=None, directions="both")
+            own = self._dense(obj, decided)
+            others = self._dense(obj, decided, others=True)
+            own_a = np.moveaxis(own, axis, 0)
+            others_a = None if others is None else np.moveaxis(others, axis, 0)
+
+            def current(z: int) -> np.ndarray | None:
+                m = own_a[int(z)]
+                return m.copy() if m.any() else None
+
+            def blocked(z: int) -> np.ndarray | None:
+                b = None if others_a is None else others_a[int(z)]
+                return b.copy() if b is not None and b.any() else None
+
+        shape = volume.shape[1:]
+        results: dict[int, np.ndarray] = {}
+        with torch.inference_mode():
+            it = rounds.run_round(
+                self.model,
+                volume,
+                plan.prompts[axis],
+                current,
+                plan.pinned[axis],
+                blocked,
+                options,
+            )
+        try:
+            while True:
+                with torch.inference_mode():
+                    try:
+                        z, m, total = next(it)
+                    except StopIteration:
+                        break
+                z = int(z)
+                m = np.asarray(m, dtype=bool).reshape(shape).copy()
+                b = blocked(z)
+                if b is not None:
+                    m &= ~b
+                results[z] = m
+                n = done + len(results)
+                yield RoundEvent(z, m.copy(), n, max(done + int(total), n), axis)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        if axis == 0:
+            decided.update(results)
+            return
+        for i, m in results.items():
+            own_a[i] = m
+        for z in range(own.shape[0]):
+            old = self._before(obj, decided, z)
+            if (old is None and own[z].any()) or (
+                old is not None and not np.array_equal(old, own[z])
+            ):
+                decided[z] = own[z].copy()
 
     def _commit(self, plan: _Plan, results: dict[int, np.ndarray]) -> None:
         with self._lock:

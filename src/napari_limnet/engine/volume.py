@@ -2,6 +2,8 @@
 
 ``Volume`` implements the ``VolumeSource`` protocol of :mod:`napari_limnet.engine.rounds`:
 ``shape`` (Z, Y, X), ``spacing`` (sz, sy, sx) and ``slice(z)`` -> float32 (Y, X).
+``Volume.along(axis)`` is the same image seen with another axis as its slice axis (a round
+on prompts placed in a coronal or sagittal view).
 
 * numpy arrays are wrapped without a copy; dask, zarr and other array-likes (anything with
   ``shape``, ``dtype`` and numpy-style indexing) are read lazily, one slice at a time, only
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "VolumeAlong"]
 
 _SAMPLE_SLICES = 8  # slices read for the statistics of a lazy volume
 _SAMPLE_VOXELS = 1 << 18  # about 260 k voxels in the sample
@@ -102,7 +104,7 @@ class Volume:
         self.shape: tuple[int, int, int] = (1, *shape) if self.is_2d else shape  # type: ignore[assignment]
         self.spacing: tuple[float, float, float] = self._check_spacing(spacing)
         self._data = data
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._warned = False
         self._stats_from_sample()
 
@@ -180,19 +182,26 @@ class Volume:
             )
 
     # -- reading -------------------------------------------------------------------------
-    def _raw(self, z: int) -> Any:
-        return self._data if self.is_2d else self._data[z]
+    def _raw(self, z: int, axis: int = 0) -> Any:
+        if self.is_2d:
+            return self._data
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = z
+        return self._data[tuple(index)]
 
-    def slice(self, z: int) -> np.ndarray:
-        """Slice ``z`` as a new float32 (Y, X) array, non-finite voxels replaced."""
-        z = int(z)
-        if not 0 <= z < self.shape[0]:
-            raise IndexError(f"slice {z} is outside the volume (0..{self.shape[0] - 1})")
-        cached = self._cache.get(z)
+    def slice(self, z: int, axis: int = 0) -> np.ndarray:
+        """Slice ``z`` across ``axis`` as a new float32 array, non-finite voxels replaced:
+        (Y, X) for axis 0, (Z, X) for axis 1, (Z, Y) for axis 2."""
+        z, axis = int(z), int(axis)
+        if not 0 <= axis < (1 if self.is_2d else 3):
+            raise IndexError(f"axis {axis} is not an axis of the volume")
+        if not 0 <= z < self.shape[axis]:
+            raise IndexError(f"slice {z} is outside the volume (0..{self.shape[axis] - 1})")
+        cached = self._cache.get((axis, z))
         if cached is not None:
-            self._cache.move_to_end(z)
+            self._cache.move_to_end((axis, z))
             return cached.copy()
-        out = np.array(self._raw(z), dtype=np.float32, copy=True)
+        out = np.array(self._raw(z, axis), dtype=np.float32, copy=True)
         if not np.isfinite(out).all():
             np.nan_to_num(
                 out,
@@ -203,13 +212,38 @@ class Volume:
             )
             self._warn_nonfinite()
         if self.lazy:
-            self._cache[z] = out.copy()
+            self._cache[(axis, z)] = out.copy()
             while len(self._cache) > _CACHE_SLICES:
                 self._cache.popitem(last=False)
         return out
+
+    def along(self, axis: int) -> VolumeAlong:
+        """The volume with ``axis`` as its slice axis (axis 0: the volume's own slices)."""
+        return VolumeAlong(self, axis)
 
     def __repr__(self) -> str:
         kind = type(self._data).__module__.split(".")[0] + "." + type(self._data).__name__
         return (
             f"Volume(shape={self.shape}, spacing={self.spacing}, dtype={self.dtype}, data={kind})"
         )
+
+
+class VolumeAlong:
+    """A :class:`Volume` seen across another axis: slice ``i`` is the plane at index ``i`` of
+    ``axis``, its two axes the other two in volume order; shape and spacing permuted the same
+    way. Read lazily through the volume (a ``VolumeSource`` for a round on that axis)."""
+
+    def __init__(self, volume: Volume, axis: int) -> None:
+        rest = [a for a in range(3) if a != axis]
+        self.volume, self.axis = volume, int(axis)
+        self.shape: tuple[int, int, int] = (
+            volume.shape[axis],
+            volume.shape[rest[0]],
+            volume.shape[rest[1]],
+        )
+        sp = volume.spacing
+        self.spacing: tuple[float, float, float] = (sp[axis], sp[rest[0]], sp[rest[1]])
+
+    def slice(self, z: int) -> np.ndarray:
+        """The plane at index ``z`` of the axis, float32."""
+        return self.volume.slice(z, self.axis)
