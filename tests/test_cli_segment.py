@@ -65,7 +65,8 @@ def test_segment_end_to_end(tmp_path, image):
     path, zyx, affine = image
     prompts = {
         "objects": [
-            {"name": "first", "rounds": [{"clicks": [{"z": 4, "y": 5, "x": 5}]}]},
+            # placed in a sagittal view (a slice across x)
+            {"name": "first", "rounds": [{"clicks": [{"z": 4, "y": 5, "x": 5, "axis": 2}]}]},
             {
                 "name": "second",
                 "label": 7,
@@ -102,6 +103,7 @@ def test_segment_end_to_end(tmp_path, image):
         ({"objects": [{"clicks": [{"z": 1, "y": 2}]}]}, "missing 'x'"),
         ({"objects": [{"clicks": [{"z": 1, "y": 2, "x": "3"}]}]}, "number"),
         ({"objects": [{"clicks": [{"z": 1, "y": 2, "x": 3, "positive": "no"}]}]}, "positive"),
+        ({"objects": [{"clicks": [{"z": 1, "y": 2, "x": 3, "axis": 3}]}]}, "axis"),
         ({"objects": [{"label": 0, "clicks": [{"z": 1, "y": 2, "x": 3}]}]}, "label"),
         ({"objects": [{"clicks": [{"z": 99, "y": 2, "x": 3}]}]}, "outside"),
         ({"objects": [{"boxes": [{"z": 1, "y0": 2, "x0": 3, "y1": 2, "x1": 9}]}]}, "no area"),

@@ -1,4 +1,4 @@
-"""Prompts: negative clicks, boxes, moved and deleted points, refused views."""
+"""Prompts: negative clicks, boxes, moved and deleted points, prompts in any view."""
 
 from __future__ import annotations
 
@@ -60,21 +60,34 @@ def test_moved_and_deleted_points(dock, qtbot, volume):
     assert st.session.prompts(1) == []
 
 
-def test_prompt_in_wrong_view_is_refused(dock, qtbot):
+def test_prompts_in_any_view(dock, qtbot, volume):
+    """A click in the view slicing along y (coronal) and a box in the view slicing along x
+    (sagittal) reach the session on their own axes; the 3D view refuses prompts."""
     viewer, w = dock
     st = w.state
-    viewer.dims.order = (1, 0, 2)  # slicing along y: not the slice axis
-    st.points.add([10, 32, 20])
-    assert len(st.points.data) == 0
-    assert "2D view" in w.status.text()
-    viewer.dims.order = (0, 1, 2)
-    viewer.dims.ndisplay = 3
-    st.points.add([10, 32, 20])
-    assert len(st.points.data) == 0
-    viewer.dims.ndisplay = 2
+    viewer.dims.order = (1, 0, 2)  # slicing along y
     st.points.add([10, 32, 20])
     wait_round(qtbot, w)
+    assert st.shown == [("click", 10, 32, 20, True, 1)]
+    assert [(p.axis, p.z, p.coords) for p in st.session.prompts(1)] == [(1, 32, (10.0, 20.0))]
+    ref = reference(volume, SP, [[("click", 10, 32, 20, True, 1)]])
+    np.testing.assert_array_equal(st.labels.data, ref)
     assert st.labels.data[10, 32, 20] == 1
+    assert list(st.points.features["axis"]) == [1]
+    w.new_object()
+    viewer.dims.order = (2, 0, 1)  # slicing along x
+    st.shapes.add_rectangles([np.array([[4, 22, 46], [4, 42, 46], [16, 42, 46], [16, 22, 46]])])
+    wait_round(qtbot, w)
+    assert st.shown == [("box", 46, 4, 22, 16, 42, 2)]
+    assert st.labels.data[10, 32, 46] == 2
+    # the volumes count every axial slice the sagittal round changed
+    assert w.objects_panel.table.rowCount() == 2
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.ndisplay = 3
+    st.points.add([10, 32, 30])
+    assert len(st.points.data) == 0  # object 2 has its box only
+    assert "2D view" in w.status.text()
+    viewer.dims.ndisplay = 2
 
 
 def test_box_with_no_area_refused(dock, qtbot):

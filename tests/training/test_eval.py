@@ -95,7 +95,7 @@ class _ScriptedSession:
     def new_object(self) -> int:
         return 1
 
-    def add_click(self, obj, point, positive=True) -> None:
+    def add_click(self, obj, point, positive=True, axis=0) -> None:
         type(self).calls.append((tuple(int(v) for v in point), positive))
 
     def run(self, obj) -> np.ndarray:

@@ -1,11 +1,18 @@
 """Layer <-> prompt conversion, and the prompt/result layers that sit on an image's grid.
 
-Prompts are plain tuples in the session's voxel indices (axis 0 = the slice axis):
+Prompts are plain tuples in the session's voxel indices:
 
-- click:    ``("click", z, y, x, positive)``
-- box:      ``("box", z, y0, x0, y1, x1)`` (inclusive corners)
-- scribble: ``("scribble", z, positive, ((y, x), ...))`` (a path of the Shapes layer)
-- lasso:    ``("lasso", z, ((y, x), ...))`` (a polygon of the Shapes layer: a rough outline)
+- click:    ``("click", z, y, x, positive[, axis])``
+- box:      ``("box", z, y0, x0, y1, x1[, axis])`` (inclusive corners)
+- scribble: ``("scribble", z, positive, ((y, x), ...)[, axis])`` (a path of the Shapes layer)
+- lasso:    ``("lasso", z, ((y, x), ...)[, axis])`` (a polygon of the Shapes layer: a rough
+  outline)
+
+``axis`` (left out when 0) is the volume axis normal to the slice the prompt was placed on, as
+in the engine's prompt verbs: for a box, scribble or lasso across axis 1 or 2, ``z`` is the
+index along that axis and "y", "x" the slice's own two axes in volume order; a click is always
+its (z, y, x) voxel. On the layers each prompt carries its axis as the ``axis`` feature: a new
+point or shape gets -1 (the default), resolved to the axis of the view it was placed in.
 
 On the Shapes layer a rectangle (or ellipse) is a box, a path or line a scribble (negative when
 its ``positive`` feature is False: drawn while *Negative click* is on), a polygon a lasso.
@@ -93,17 +100,55 @@ def spacing_of(image: Any) -> tuple[float, float, float]:
     return (s[0], s[1], s[2])
 
 
-def view_ok(viewer: Any) -> bool:
-    """True when prompts can be placed: a 2D view whose slicing axis is the volume's axis 0."""
+def view_axis(viewer: Any) -> int | None:
+    """The volume axis normal to the slices a 2D view shows (0 for the default order), or
+    None in the 3D view."""
     dims = viewer.dims
-    if dims.ndisplay != 2:
+    if dims.ndisplay != 2 or dims.ndim < 3:
+        return None
+    shown = {int(d) - (dims.ndim - 3) for d in dims.displayed}
+    rest = [a for a in range(3) if a not in shown]
+    return rest[0] if len(rest) == 1 else None
+
+
+def prompt_axis(p: Prompt) -> int:
+    """The axis of a prompt tuple (see the module docstring)."""
+    n = {"click": 5, "box": 6, "scribble": 4, "lasso": 3}[p[0]]
+    return int(p[n]) if len(p) > n else 0
+
+
+def _with_axis(p: Prompt, axis: int) -> Prompt:
+    return p + (int(axis),) if axis else p
+
+
+def _rest(axis: int) -> list[int]:
+    return [a for a in range(3) if a != axis]
+
+
+def _axes_feature(layer: Any, n: int) -> np.ndarray:
+    feats = getattr(layer, "features", None)
+    if feats is None or "axis" not in feats:
+        return np.zeros(n, int)
+    return np.asarray(feats["axis"], dtype=int)
+
+
+def resolve_axes(layer: Any, axis: int) -> bool:
+    """Give prompts just placed (``axis`` feature -1) the view's ``axis``; True if any had
+    -1 (the caller blocks the layer's events)."""
+    axes = _axes_feature(layer, len(layer.data))
+    if not (axes < 0).any():
         return False
-    nd = dims.ndim
-    return tuple(dims.displayed) == (nd - 2, nd - 1)
+    defaults = dict(layer.feature_defaults) if hasattr(layer, "feature_defaults") else {}
+    feats = layer.features.copy()
+    feats["axis"] = np.where(axes < 0, axis, axes)
+    layer.features = feats
+    if defaults:
+        layer.feature_defaults = defaults
+    return True
 
 
-def _key_click(z: int, y: int, x: int, positive: bool) -> Prompt:
-    return ("click", int(z), int(y), int(x), bool(positive))
+def _key_click(z: int, y: int, x: int, positive: bool, axis: int = 0) -> Prompt:
+    return _with_axis(("click", int(z), int(y), int(x), bool(positive)), axis)
 
 
 def points_to_prompts(points: Any, shape: tuple[int, int, int]) -> tuple[list[Prompt], int]:
@@ -116,14 +161,15 @@ def points_to_prompts(points: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
         if "positive" in points.features
         else np.ones(len(data), bool)
     )
+    axes = np.maximum(_axes_feature(points, len(data)), 0)
     out, dropped = [], 0
-    for row, p in zip(data, pos, strict=False):
+    for row, p, a in zip(data, pos, axes, strict=False):
         idx = np.round(row).astype(int)
         z, y, x = (0, *idx[-2:]) if len(idx) == 2 else idx[-3:]
         if not (0 <= z < shape[0] and 0 <= y < shape[1] and 0 <= x < shape[2]):
             dropped += 1
             continue
-        out.append(_key_click(z, y, x, p))
+        out.append(_key_click(z, y, x, p, 0 if len(idx) == 2 else a))
     return out, dropped
 
 
@@ -138,47 +184,52 @@ def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
         if feats is not None and "positive" in feats
         else [True] * len(shapes.data)
     )
+    axes = np.maximum(_axes_feature(shapes, len(shapes.data)), 0)
     for i, verts in enumerate(shapes.data):
         kind = types[i] if i < len(types) else "rectangle"
         v = np.asarray(verts, dtype=float)
+        axis = 0 if v.shape[1] == 2 else int(axes[i])
         if v.shape[1] == 2:
             zs = np.zeros(1)
             yx = v
         else:
-            zs = np.round(v[:, -3])
-            yx = v[:, -2:]
+            v = v[:, -3:]
+            zs = np.round(v[:, axis])
+            yx = v[:, _rest(axis)]
+        nz, ny, nx = (shape[axis], *(shape[a] for a in _rest(axis)))
         what = {"path": "scribble", "line": "scribble", "polygon": "lasso"}.get(kind, "box")
         if np.ptp(zs) > 0:
-            problems.append(f"a {what} must lie on one slice of the slice axis")
+            problems.append(f"a {what} must lie on one slice")
             continue
         z = int(zs[0])
-        inside = (yx >= 0).all(1) & (yx[:, 0] <= shape[1] - 1) & (yx[:, 1] <= shape[2] - 1)
+        inside = (yx >= 0).all(1) & (yx[:, 0] <= ny - 1) & (yx[:, 1] <= nx - 1)
         if what == "scribble":
-            if not 0 <= z < shape[0] or not inside.all():
+            if not 0 <= z < nz or not inside.all():
                 problems.append("a scribble leaves the image")
                 continue
             pts = tuple((round(float(y), 2), round(float(x), 2)) for y, x in yx)
-            out.append(("scribble", z, signs[i] if i < len(signs) else True, pts))
+            sign = signs[i] if i < len(signs) else True
+            out.append(_with_axis(("scribble", z, sign, pts), axis))
             continue
         if what == "lasso":
-            clipped = np.clip(yx, 0, [shape[1] - 1, shape[2] - 1])
-            if not 0 <= z < shape[0] or len(yx) < 3 or np.ptp(clipped, 0).min() == 0:
+            clipped = np.clip(yx, 0, [ny - 1, nx - 1])
+            if not 0 <= z < nz or len(yx) < 3 or np.ptp(clipped, 0).min() == 0:
                 problems.append("a lasso must enclose part of the image")
                 continue
             pts = tuple((round(float(y), 2), round(float(x), 2)) for y, x in clipped)
-            out.append(("lasso", z, pts))
+            out.append(_with_axis(("lasso", z, pts), axis))
             continue
         y0, x0 = np.floor(yx.min(0)).astype(int)
         y1, x1 = np.ceil(yx.max(0)).astype(int)
         y0, x0 = max(y0, 0), max(x0, 0)
-        y1, x1 = min(y1, shape[1] - 1), min(x1, shape[2] - 1)
-        if not 0 <= z < shape[0] or y1 < y0 or x1 < x0:
+        y1, x1 = min(y1, ny - 1), min(x1, nx - 1)
+        if not 0 <= z < nz or y1 < y0 or x1 < x0:
             problems.append("a box lies outside the image")
             continue
         if y1 == y0 or x1 == x0:
             problems.append("a box has no area")
             continue
-        out.append(("box", z, int(y0), int(x0), int(y1), int(x1)))
+        out.append(_with_axis(("box", z, int(y0), int(x0), int(y1), int(x1)), axis))
     return out, problems
 
 
@@ -194,16 +245,28 @@ def prompt_from_json(p: Any) -> Prompt:
 def add_to_session(session: Any, obj: int, p: Prompt) -> None:
     """Add the prompt tuple ``p`` to ``obj`` of the engine session (ValueError if refused)."""
     kind = p[0]
-    if kind == "click":
-        session.add_click(obj, p[1:4], positive=bool(p[4]))
-    elif kind == "box":
-        session.add_box(obj, p[1], p[2:6])
-    elif kind == "scribble":
-        session.add_scribble(obj, [(p[1], y, x) for y, x in p[3]], positive=bool(p[2]))
-    elif kind == "lasso":
-        session.add_lasso(obj, [(p[1], y, x) for y, x in p[2]])
-    else:
+    if kind not in ("click", "box", "scribble", "lasso"):
         raise ValueError(f"unknown prompt kind {kind!r}")
+    axis = prompt_axis(p)
+
+    def voxels(z: float, pts: Any) -> list[tuple[float, float, float]]:
+        return [_insert(z, y, x, axis) for y, x in pts]
+
+    if kind == "click":
+        session.add_click(obj, p[1:4], positive=bool(p[4]), axis=axis)
+    elif kind == "box":
+        session.add_box(obj, p[1], p[2:6], axis=axis)
+    elif kind == "scribble":
+        session.add_scribble(obj, voxels(p[1], p[3]), positive=bool(p[2]), axis=axis)
+    else:
+        session.add_lasso(obj, voxels(p[1], p[2]), axis=axis)
+
+
+def _insert(z: float, y: float, x: float, axis: int) -> tuple[float, float, float]:
+    """The voxel at index ``z`` of ``axis`` and (y, x) on that slice's two axes."""
+    v = [y, x]
+    v.insert(axis, z)
+    return (v[0], v[1], v[2])
 
 
 def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
@@ -213,9 +276,10 @@ def set_points(points: Any, prompts: list[Prompt], two_d: bool) -> None:
     ndim = 2 if two_d else 3
     data = np.array([p[cols] for p in clicks], dtype=float).reshape(-1, ndim)
     positive = np.array([p[4] for p in clicks], dtype=bool)
+    axes = np.array([prompt_axis(p) for p in clicks], dtype=int)
     points.selected_data = set()
     points.data = data
-    points.features = {"positive": positive}
+    points.features = {"positive": positive, "axis": axes}
     color_points(points)
 
 
@@ -228,10 +292,10 @@ def color_points(points: Any) -> None:
 def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:
     """Show the boxes, scribbles and lassos among ``prompts`` (caller blocks the layer's
     events)."""
-    data, types, signs = [], [], []
+    data, types, signs, axes = [], [], [], []
     for p in prompts:
         if p[0] == "box":
-            _, z, y0, x0, y1, x1 = p
+            z, y0, x0, y1, x1 = p[1:6]
             yx = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
             types.append("rectangle")
             signs.append(True)
@@ -245,14 +309,16 @@ def set_shapes(shapes: Any, prompts: list[Prompt], two_d: bool) -> None:
             signs.append(True)
         else:
             continue
-        data.append(yx if two_d else np.column_stack([np.full(len(yx), z, float), yx]))
+        axis = prompt_axis(p)
+        axes.append(axis)
+        data.append(yx if two_d else np.insert(yx, axis, float(z), axis=1))
     defaults = dict(shapes.feature_defaults) if hasattr(shapes, "feature_defaults") else {}
     shapes.selected_data = set()
     shapes.data = []
     if data:
         shapes.add(data, shape_type=types)
         if "positive" in getattr(shapes, "features", {}):
-            shapes.features = {"positive": np.array(signs, bool)}
+            shapes.features = {"positive": np.array(signs, bool), "axis": np.array(axes, int)}
     if defaults:
         shapes.feature_defaults = defaults
 
@@ -285,16 +351,18 @@ def from_session_prompt(p: Any) -> Prompt:
     if isinstance(p, tuple) and p and p[0] in ("click", "box", "scribble", "lasso"):
         return p
     kind = getattr(p, "kind", "click")
+    axis = int(getattr(p, "axis", 0))
     if kind == "box":
         y0, x0, y1, x1 = (int(round(float(v))) for v in p.coords)
-        return ("box", int(p.z), y0, x0, y1, x1)
+        return _with_axis(("box", int(p.z), y0, x0, y1, x1), axis)
     if kind in ("scribble", "lasso"):
         pts = tuple(
             (round(float(y), 2), round(float(x), 2))
             for y, x in zip(p.coords[0::2], p.coords[1::2], strict=True)
         )
         if kind == "scribble":
-            return ("scribble", int(p.z), bool(p.positive), pts)
-        return ("lasso", int(p.z), pts)
+            return _with_axis(("scribble", int(p.z), bool(p.positive), pts), axis)
+        return _with_axis(("lasso", int(p.z), pts), axis)
     y, x = (int(round(float(v))) for v in p.coords)
-    return _key_click(int(p.z), y, x, bool(p.positive))
+    z, y, x = _insert(int(p.z), y, x, axis)
+    return _key_click(int(z), int(y), int(x), bool(p.positive), axis)

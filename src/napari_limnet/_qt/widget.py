@@ -58,11 +58,12 @@ from .layers import (
     layer_label_names,
     points_to_prompts,
     prompt_from_json,
+    resolve_axes,
     set_points,
     set_shapes,
     shapes_to_prompts,
     spacing_of,
-    view_ok,
+    view_axis,
 )
 from .objects_panel import ObjectInfo, ObjectsPanel
 from .settings import (
@@ -199,7 +200,8 @@ class LimNetWidget(QWidget):
         self._events_iter: Any = None
         self._round_obj: int | None = None
         self._round_completed = False
-        self._round_touched: set[int] = set()
+        self._round_touched: set[int] = set()  # axis-0 slices the round may have changed
+        self._round_decided: set[tuple[int, int]] = set()  # (axis, slice) the round decided
         self._restart = False
         self._deferred: list[Callable[[], None]] = []
         self._t_round = 0.0
@@ -651,8 +653,8 @@ class LimNetWidget(QWidget):
                 None,
                 ndim=image.ndim,
                 name=f"{image.name} boxes",
-                features={"positive": np.zeros(0, bool)},
-                feature_defaults={"positive": not self.negative},
+                features={"positive": np.zeros(0, bool), "axis": np.zeros(0, int)},
+                feature_defaults={"positive": not self.negative, "axis": -1},
                 edge_color="yellow",
                 face_color="transparent",
                 edge_width=max(1.0, size / 4),
@@ -662,8 +664,8 @@ class LimNetWidget(QWidget):
                 None,
                 ndim=image.ndim,
                 name=f"{image.name} clicks",
-                features={"positive": np.zeros(0, bool)},
-                feature_defaults={"positive": True},
+                features={"positive": np.zeros(0, bool), "axis": np.zeros(0, int)},
+                feature_defaults={"positive": True, "axis": -1},
                 face_color="positive",
                 face_color_cycle=CLICK_COLORS,
                 size=size,
@@ -701,8 +703,8 @@ class LimNetWidget(QWidget):
         if self.negative_btn.isChecked() != self.negative:
             self.negative_btn.setChecked(self.negative)
         for st in self.states.values():
-            st.points.feature_defaults = {"positive": not self.negative}
-            st.shapes.feature_defaults = {"positive": not self.negative}  # scribbles
+            st.points.feature_defaults = {"positive": not self.negative, "axis": -1}
+            st.shapes.feature_defaults = {"positive": not self.negative, "axis": -1}
 
     def _show_prompts(self, st: ImageState, prompts: list[tuple]) -> None:
         self._syncing = True
@@ -710,7 +712,7 @@ class LimNetWidget(QWidget):
             set_points(st.points, prompts, st.two_d)
             set_shapes(st.shapes, prompts, st.two_d)
             # replacing the features resets the defaults: keep the click sign the user chose
-            st.points.feature_defaults = {"positive": not self.negative}
+            st.points.feature_defaults = {"positive": not self.negative, "axis": -1}
         finally:
             self._syncing = False
         st.shown = list(prompts)
@@ -735,14 +737,22 @@ class LimNetWidget(QWidget):
                 color_points(st.points)
             finally:
                 self._syncing = False
+        # a prompt just placed lies on a slice of the view's axis (any of the volume's three)
+        axis = 0 if st.two_d else view_axis(self.viewer)
+        if axis is not None and not st.two_d:
+            self._syncing = True
+            try:
+                resolve_axes(st.points, axis)
+                resolve_axes(st.shapes, axis)
+            finally:
+                self._syncing = False
         new, problems = self.layer_prompts(st)
         if new == st.shown and not problems:
             return
-        if not st.two_d and not view_ok(self.viewer):
+        if axis is None:
             self._show_prompts(st, st.shown)
             self._message(
-                "Prompts go on slices of the volume's first axis: switch to the 2D view with the "
-                "default axis order (Roll/Transpose back) and click again.",
+                "Prompts go on slices: switch to the 2D view (any axis order) and click again.",
                 "warning",
             )
             return
@@ -856,6 +866,7 @@ class LimNetWidget(QWidget):
         self._round_obj = obj
         self._round_completed = False
         self._round_touched = set()
+        self._round_decided = set()
         self.progress.setFormat("%v / %m slices")
         self._t_round = time.perf_counter()
         self._t_first = None
@@ -900,14 +911,15 @@ class LimNetWidget(QWidget):
         wait = self._last_flush + REFRESH_SECONDS - time.perf_counter()
         self._flush_timer.start(max(0, int(wait * 1000)))
 
-    def _shown_slice(self, st: ImageState) -> int | None:
-        """The slice of ``st`` the canvas shows, or None when it shows more (3D, other axes)."""
+    def _shown_slice(self, st: ImageState) -> tuple[int, int] | None:
+        """(axis, index) of the slice of ``st`` the canvas shows, or None in the 3D view."""
         if st.two_d:
-            return 0
-        if not view_ok(self.viewer):
+            return (0, 0)
+        axis = view_axis(self.viewer)
+        if axis is None:
             return None
-        z = st.labels.world_to_data(self.viewer.dims.point)[0]
-        return int(np.round(z))
+        i = st.labels.world_to_data(self.viewer.dims.point)[axis]
+        return axis, int(np.round(i))
 
     def _flush(self) -> None:
         """Write the pending slices into the Labels layer (only the changed voxels) and refresh
@@ -919,10 +931,12 @@ class LimNetWidget(QWidget):
         if self._t_first is None:
             self._t_first = time.perf_counter() - self._t_round
         data = st.data3
-        changed: set[int] = set()
+        changed: set[tuple[int, int]] = set()
         for ev in batch:
-            z = int(ev.z)
-            v = data[z]
+            z, axis = int(ev.z), int(getattr(ev, "axis", 0))
+            index: list[Any] = [slice(None)] * 3
+            index[axis] = z
+            v = data[tuple(index)]  # a view: the slice across the event's axis
             m = np.asarray(ev.mask, bool).reshape(v.shape)
             ours = v == obj
             drop = ours & ~m
@@ -930,12 +944,19 @@ class LimNetWidget(QWidget):
             if drop.any() or add.any():
                 v[drop] = 0
                 v[add] = obj
-                changed.add(z)
-            self._round_touched.add(z)
+                changed.add((axis, z))
+            self._round_decided.add((axis, z))
+            if axis == 0:
+                self._round_touched.add(z)
+            else:  # the axis-0 slices this plane crosses where the object is or was
+                self._round_touched.update(np.flatnonzero((m | ours).any(axis=1)).tolist())
         last = batch[-1]
         self._set_progress(last.done, max(1, last.total))
         shown = self._shown_slice(st)
-        if changed and (shown is None or shown in changed):
+        # refresh when the shown slice changed, or slices across another axis (they cross it)
+        if changed and (
+            shown is None or shown in changed or any(a != shown[0] for a, _ in changed)
+        ):
             st.labels.refresh(extent=False)
         self._last_flush = time.perf_counter()
 
@@ -962,7 +983,7 @@ class LimNetWidget(QWidget):
         elapsed = time.perf_counter() - self._t_round
         if st is not None and obj is not None and obj in st.objects:
             if self._round_completed:
-                n = len(self._round_touched)
+                n = len(self._round_decided)
                 self.last_round = {
                     "slices": n,
                     "seconds": elapsed,
@@ -1006,8 +1027,9 @@ class LimNetWidget(QWidget):
         if not prompts:
             return None
         last = prompts[-1]
-        z = int(last.z)
-        y, x = (int(round(float(v))) for v in last.coords[:2])
+        at = [int(round(float(v))) for v in last.coords[:2]]
+        at.insert(last.axis, int(last.z))
+        z, y, x = at
         slices = self._object_slices(st, obj)
         name = st.objects[obj].name
         if slices.size == 0:
@@ -1023,7 +1045,12 @@ class LimNetWidget(QWidget):
                 "the object's middle, or draw a box or lasso around it."
             )
         session = st.session
-        if slices.size == 1 and session.propagation and session.z_range is not None:
+        if (
+            slices.size == 1
+            and last.axis == 0
+            and session.propagation
+            and session.z_range is not None
+        ):
             a, b = session.z_range
             where = "outside" if not a <= z <= b else "at the edge of"
             return (

@@ -26,7 +26,10 @@ Prompts format (voxel indices of the (Z, Y, X) array; boxes are inclusive corner
       ]
     }
 
-``positive`` defaults to true. Objects are segmented in the listed order; a voxel belongs to
+``positive`` defaults to true. A click or box may carry ``"axis": 1`` or ``2``: it was placed
+on a slice across that volume axis (a coronal or sagittal view; see ``Session.add_click``); a
+box's ``z`` is then its index along that axis and ``y0, x0, y1, x1`` its corners in the slice's
+own two axes, in volume order. Objects are segmented in the listed order; a voxel belongs to
 at most one object (a later object never takes voxels of an earlier one), exactly as in the
 interactive session. ``"rounds"`` may be replaced by ``"clicks"``/``"boxes"`` at the object
 level for a single round.
@@ -73,6 +76,13 @@ def _num(d: dict, key: str, where: str) -> float:
 
 
 MAX_LABEL = 2**31 - 1  # label maps are written as at most int32
+
+
+def _axis(d: dict, where: str) -> int:
+    v = d.get("axis", 0)
+    if isinstance(v, bool) or v not in (0, 1, 2):
+        raise ValueError(f"{where}: 'axis' must be 0, 1 or 2, not {v!r}"[:300])
+    return int(v)
 
 
 def _list(d: dict, key: str, where: str) -> list:
@@ -128,15 +138,15 @@ def load_prompts(path: str | Path) -> list[ObjectPrompts]:
                 pos = ck.get("positive", True)
                 if not isinstance(pos, bool):
                     raise ValueError(f"{wc}: 'positive' must be true or false")
-                clicks.append(((_num(ck, "z", wc), _num(ck, "y", wc), _num(ck, "x", wc)), pos))
+                zyx = (_num(ck, "z", wc), _num(ck, "y", wc), _num(ck, "x", wc))
+                clicks.append((zyx, pos, _axis(ck, wc)))
             boxes = []
             for b, bx in enumerate(_list(rnd, "boxes", w)):
                 wb = f"{w}.boxes[{b}]"
                 if not isinstance(bx, dict):
                     raise ValueError(f"{wb}: must be an object with z, y0, x0, y1, x1")
-                boxes.append(
-                    (_num(bx, "z", wb), tuple(_num(bx, k, wb) for k in ("y0", "x0", "y1", "x1")))
-                )
+                corners = tuple(_num(bx, k, wb) for k in ("y0", "x0", "y1", "x1"))
+                boxes.append((_num(bx, "z", wb), corners, _axis(bx, wb)))
             if not clicks and not boxes:
                 raise ValueError(f"{w}: a round needs at least one click or box")
             parsed.append({"clicks": clicks, "boxes": boxes})
@@ -162,10 +172,10 @@ def segment(
         obj = check.new_object()
         for r, rnd in enumerate(o["rounds"]):
             try:
-                for zyx, pos in rnd["clicks"]:
-                    check.add_click(obj, zyx, positive=pos)
-                for z, box in rnd["boxes"]:
-                    check.add_box(obj, z, box)
+                for zyx, pos, axis in rnd["clicks"]:
+                    check.add_click(obj, zyx, positive=pos, axis=axis)
+                for z, box, axis in rnd["boxes"]:
+                    check.add_box(obj, z, box, axis=axis)
             except ValueError as exc:
                 raise ValueError(f"objects[{i}] ({o['name']}) round {r + 1}: {exc}") from exc
     s = Session(check.volume, model=model, **session_kwargs)
@@ -174,10 +184,10 @@ def segment(
         obj = s.new_object()
         ids[obj] = o["label"]
         for rnd in o["rounds"]:
-            for zyx, pos in rnd["clicks"]:
-                s.add_click(obj, zyx, positive=pos)
-            for z, box in rnd["boxes"]:
-                s.add_box(obj, z, box)
+            for zyx, pos, axis in rnd["clicks"]:
+                s.add_click(obj, zyx, positive=pos, axis=axis)
+            for z, box, axis in rnd["boxes"]:
+                s.add_box(obj, z, box, axis=axis)
             s.run(obj)
     lab = s.labels()
     top = max(ids.values())
