@@ -64,6 +64,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "off_centre": {"first": "off_centre"},
     # another first prompt than a click (``first_region_prompt``); clicks after it
     "box": {"first": "box"},
+    "loose_box": {"first": "loose_box"},
     "scribble": {"first": "scribble"},
     "lasso": {"first": "lasso"},
     # the volume turned so that its slice axis is last, every prompt given with axis=2
@@ -133,7 +134,7 @@ def evaluate_object(
     round at which the result became perfect or None).
 
     ``first``: the first prompt: "click" (the protocol's), "off_centre"
-    (``first_click_off_centre``), or "box", "scribble", "lasso" (``first_region_prompt``;
+    (``first_click_off_centre``), or "box", "loose_box", "scribble", "lasso" (``first_region_prompt``;
     listed among the clicks as the slice's most interior point).
     ``turned``: the session gets the volume with its slice axis moved last, (Y, X, Z), and
     every prompt with ``axis=2`` (prompts in any view: the same result is expected)."""
@@ -172,9 +173,9 @@ def evaluate_object(
             dices.extend([dices[-1]] * (rounds - len(dices)))
             break
         clicks.append(click)
-        if r == 1 and first in ("box", "scribble", "lasso"):
+        if r == 1 and first in ("box", "loose_box", "scribble", "lasso"):
             z, coords = first_region_prompt(gt, first, spacing)
-            if first == "box":
+            if first in ("box", "loose_box"):
                 session.add_box(obj, z, tuple(int(c) for c in coords), axis=axis)
             elif first == "scribble":
                 session.add_scribble(obj, [at(z, y, x) for y, x in coords], axis=axis)

@@ -138,3 +138,22 @@ def test_session_scribble_and_lasso_validation() -> None:
     assert p.kind == "scribble" and not p.positive and p.coords == (2.0, 2.0, 2.0, 12.0)
     pts = stroke_points(p.coords)
     assert len(pts) == 21 and pts[0] == (2.0, 2.0) and pts[-1] == (2.0, 12.0)
+
+
+def test_training_boxes_snug_and_loose() -> None:
+    """``perturb.boxes``: the object's box with a little noise, or (box_margin) a loose one,
+    as users drag them; the annotator's loose box for the evaluation is 15 % wider a side."""
+    gt = torch.zeros(64, 48, 48, dtype=torch.bool)
+    gt[:, 14:30, 10:36] = True
+    snug = perturb.boxes(gt, torch.Generator().manual_seed(0))
+    loose = perturb.boxes(gt, torch.Generator().manual_seed(0), margin=0.3)
+    area = float(gt[0].sum())
+    assert abs(float(snug.sum((1, 2)).float().mean()) / area - 1) < 0.2
+    ratio = loose.sum((1, 2)).float() / area
+    assert float(ratio.mean()) > 1.5 and float(ratio.min()) > 0.8 and float(ratio.max()) < 2.9
+    assert (loose | ~gt).all(dim=(1, 2)).float().mean() > 0.6  # mostly the whole object
+    g3 = np.zeros((3, 40, 40), bool)
+    g3[1, 10:30, 5:25] = True
+    _, box = first_region_prompt(g3, "box")
+    _, wide = first_region_prompt(g3, "loose_box")
+    assert list(box) == [8, 3, 31, 26] and list(wide) == [5, 0, 34, 29]

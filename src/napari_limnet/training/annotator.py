@@ -195,8 +195,10 @@ def first_region_prompt(
 ) -> tuple[int, np.ndarray]:
     """Round 1 with another prompt than a click, on the slice where gt is largest.
 
-    - ``box``: the object's bounding box on that slice grown by 2 voxels (an annotator's loose
-      box), as (y0, x0, y1, x1);
+    - ``box``: the object's bounding box on that slice grown by 2 voxels (a snug box), as
+      (y0, x0, y1, x1);
+    - ``loose_box``: that box grown by a further 15 % of its height and width on every side,
+      as a user drags it quickly around an organ;
     - ``scribble``: a stroke along the object's long axis through its most interior point,
       the part of that line at least 30 % deep into the object (depth as in
       :func:`first_click_off_centre`), as its two end points (2, 2) (y, x);
@@ -212,14 +214,16 @@ def first_region_prompt(
     z = int(np.argmax(area))
     m = g[z]
     h, w = m.shape
-    if kind == "box":
+    if kind in ("box", "loose_box"):
         ys, xs = np.nonzero(m)
+        gy = 2 + (round(0.15 * (ys.max() - ys.min() + 1)) if kind == "loose_box" else 0)
+        gx = 2 + (round(0.15 * (xs.max() - xs.min() + 1)) if kind == "loose_box" else 0)
         return z, np.array(
             [
-                max(ys.min() - 2, 0),
-                max(xs.min() - 2, 0),
-                min(ys.max() + 2, h - 1),
-                min(xs.max() + 2, w - 1),
+                max(ys.min() - gy, 0),
+                max(xs.min() - gx, 0),
+                min(ys.max() + gy, h - 1),
+                min(xs.max() + gx, w - 1),
             ]
         )
     if kind == "lasso":

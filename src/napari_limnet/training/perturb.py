@@ -208,3 +208,31 @@ def dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     inter = (a * b).sum(1)
     s = a.sum(1) + b.sum(1)
     return torch.where(s > 0, 2 * inter / s.clamp_min(eps), torch.ones_like(s))
+
+
+def boxes(gt: torch.Tensor, g: torch.Generator, margin: float = 0.0) -> torch.Tensor:
+    """Filled training boxes (B, H, W) bool for the objects ``gt`` (B, H, W): each one's
+    bounding box with N(0, 2) pixels of noise on every side, and with ``margin`` > 0 each side
+    moved out by a further U(0, margin) times the object's height or width (a loose box)."""
+    b, size = gt.shape[0], gt.shape[-1]
+    dev = gt.device
+    ys = gt.any(2).float()
+    xs = gt.any(1).float()
+    idx = torch.arange(size, device=dev, dtype=torch.float32)
+    y0 = torch.where(ys > 0, idx, torch.full_like(ys, 1e9)).amin(1)
+    y1 = torch.where(ys > 0, idx, torch.full_like(ys, -1e9)).amax(1)
+    x0 = torch.where(xs > 0, idx, torch.full_like(xs, 1e9)).amin(1)
+    x1 = torch.where(xs > 0, idx, torch.full_like(xs, -1e9)).amax(1)
+    jit = torch.randn(b, 4, generator=g, device=dev) * 2
+    if margin > 0:
+        side = torch.stack([y1 - y0, x1 - x0, y1 - y0, x1 - x0], 1).clamp(min=1.0)
+        out = torch.rand(b, 4, generator=g, device=dev) * margin * side
+        jit = jit + out * torch.tensor([-1.0, -1.0, 1.0, 1.0], device=dev)
+    inb = (idx[None, :, None] >= (y0 + jit[:, 0])[:, None, None]) & (
+        idx[None, :, None] <= (y1 + jit[:, 2])[:, None, None]
+    )
+    return (
+        inb
+        & (idx[None, None, :] >= (x0 + jit[:, 1])[:, None, None])
+        & (idx[None, None, :] <= (x1 + jit[:, 3])[:, None, None])
+    )

@@ -96,6 +96,11 @@ class StageConfig:
     # around the object, filled into the box channel); see ``perturb.scribbles`` / ``lassos``
     scribble: float = 0.0
     lasso: float = 0.0
+    # interaction: training boxes are the object's box with N(0, 2) pixel noise on each side;
+    # with box_margin > 0 each side also moves out by up to this share of the object's
+    # height or width (uniform), as a user's quick, loose box (issue: a loose box around the
+    # spleen came back box-shaped)
+    box_margin: float = 0.0
     # scorer: also learn from the fusion decisions of simulated rounds on this many real
     # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
     # objects are held out to choose the fusion threshold stored with the weights
@@ -342,23 +347,7 @@ def _interaction_step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> d
     nb = [normalise(nb_raw[:, j : j + 1], stats) for j in range(2 * c)]
     # boxes for some samples (the object's box, jittered), with or without the click
     use_box = torch.rand(b, generator=g, device=dev) < 0.15
-    ys = gt[:, 0].any(2).float()
-    xs = gt[:, 0].any(1).float()
-    idx = torch.arange(CROP, device=dev, dtype=torch.float32)
-    y0 = torch.where(ys > 0, idx, torch.full_like(ys, 1e9)).amin(1)
-    y1 = torch.where(ys > 0, idx, torch.full_like(ys, -1e9)).amax(1)
-    x0 = torch.where(xs > 0, idx, torch.full_like(xs, 1e9)).amin(1)
-    x1 = torch.where(xs > 0, idx, torch.full_like(xs, -1e9)).amax(1)
-    jit = torch.randn(b, 4, generator=g, device=dev) * 2
-    inb = (idx[None, :, None] >= (y0 + jit[:, 0])[:, None, None]) & (
-        idx[None, :, None] <= (y1 + jit[:, 2])[:, None, None]
-    )
-    inb = (
-        inb
-        & (idx[None, None, :] >= (x0 + jit[:, 1])[:, None, None])
-        & (idx[None, None, :] <= (x1 + jit[:, 3])[:, None, None])
-    )
-    box = (inb & use_box[:, None, None]).float()[:, None]
+    box = (perturb.boxes(gt[:, 0], g, cfg.box_margin) & use_box[:, None, None]).float()[:, None]
     valid[:, 0] &= ~(use_box & (torch.rand(b, generator=g, device=dev) < 0.5))
     # scribbles and lassos in place of some first clicks (boxes keep theirs)
     scribble = torch.zeros(b, 1, CROP, CROP, device=dev)
