@@ -183,3 +183,48 @@ def test_next_previous_and_jump(dock, qtbot, volume):
     assert viewer.dims.current_step[0] == slices[len(slices) // 2]
     w.step_object(-1)
     assert st.current == 2
+
+
+def test_hide_and_lock_an_object(dock, qtbot):
+    """The Show and Lock boxes of the objects list: a hidden object is drawn transparent and
+    kept; a locked one refuses prompts, reset, undo and delete, and a brush leaves it as it
+    was; both are autosaved with the object."""
+    from qtpy.QtCore import Qt
+
+    viewer, w = dock
+    st = w.state
+    two_objects(qtbot, w, [10, 32, 20], [10, 32, 46])
+    table = w.objects_panel.table
+    table.item(0, 4).setCheckState(Qt.CheckState.Unchecked)  # hide object 1
+    assert not st.objects[1].visible
+    assert st.labels.colormap.map(np.array([1]))[0][3] == 0  # transparent
+    assert st.labels.colormap.map(np.array([2]))[0][3] == 1
+    assert (st.labels.data == 1).any()  # hidden, not removed
+    table.item(0, 4).setCheckState(Qt.CheckState.Checked)
+    assert st.labels.colormap.map(np.array([1]))[0][3] == 1
+
+    table.item(1, 5).setCheckState(Qt.CheckState.Checked)  # lock object 2 (the current one)
+    assert st.objects[2].locked
+    before = st.labels.data.copy()
+    st.points.add([12, 32, 46])
+    assert len(st.points.data) == 1  # refused: the layer shows object 2's one click again
+    assert "locked" in w.status.text()
+    w.reset_object(2)
+    w.undo()
+    w.delete_object(2)
+    assert 2 in st.session.objects
+    np.testing.assert_array_equal(st.labels.data, before)
+    # a brush stroke erasing part of object 2 is put back
+    ys, xs = np.nonzero(before[10] == 2)
+    st.labels.data_setitem((np.full(3, 10), ys[:3], xs[:3]), 0)
+    qtbot.waitUntil(lambda: np.array_equal(st.labels.data, before), timeout=2000)
+    # object 1 is not locked: a round of it works, and never takes object 2's voxels
+    w.select_object(1)
+    st.points.add([10, 32, 30])
+    wait_round(qtbot, w)
+    np.testing.assert_array_equal(st.labels.data == 2, before == 2)
+    saved = {o["id"]: o for o in w._autosave_meta(st)["objects"]}
+    assert saved[2]["locked"] and saved[1]["visible"]
+    table.item(1, 5).setCheckState(Qt.CheckState.Unchecked)
+    w.delete_object(2)
+    assert 2 not in st.session.objects

@@ -1,8 +1,9 @@
-"""The objects list: label value, name, colour, volume (mL); new / delete / rename / select."""
+"""The objects list: label value, name, colour, volume (mL), shown, locked; new / delete /
+rename / select."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
@@ -26,23 +27,33 @@ class ObjectInfo:
     name: str
     color: tuple[float, float, float] = (1.0, 0.0, 0.0)
     volume_ml: float = 0.0
-    prompts: list = field(default_factory=list)  # what the session holds, in its order
+    visible: bool = True  # drawn in the Labels layer
+    locked: bool = False  # never changed by a round, a brush, undo or reset
 
     def as_metadata(self) -> dict:
-        return {"id": self.id, "name": self.name, "color": [float(c) for c in self.color]}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "color": [float(c) for c in self.color],
+            "visible": self.visible,
+            "locked": self.locked,
+        }
 
 
 class ObjectsPanel(QWidget):
     """Table of objects. Emits ``selected(id)``, ``renamed(id, name)``, ``new_requested()``,
-    ``delete_requested(id)`` and ``reset_requested(id)``; the widget owns the state."""
+    ``delete_requested(id)``, ``reset_requested(id)``, ``visibility_changed(id, shown)`` and
+    ``lock_changed(id, locked)``; the widget owns the state."""
 
     selected = Signal(int)
     renamed = Signal(int, str)
     new_requested = Signal()
     delete_requested = Signal(int)
     reset_requested = Signal(int)
+    visibility_changed = Signal(int, bool)
+    lock_changed = Signal(int, bool)
 
-    COLUMNS = ("Label", "Name", "Colour", "Volume (mL)")
+    COLUMNS = ("Label", "Name", "Colour", "Volume (mL)", "Show", "Lock")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -99,7 +110,11 @@ class ObjectsPanel(QWidget):
                 vol = QTableWidgetItem(f"{o.volume_ml:.2f}")
                 vol.setFlags(vol.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 vol.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                for c, item in enumerate((lab, name, col, vol)):
+                show = _check_item(o.visible, "Show this object in the labels layer")
+                lock = _check_item(
+                    o.locked, "Locked: no round, brush, undo or reset changes this object"
+                )
+                for c, item in enumerate((lab, name, col, vol, show, lock)):
                     self.table.setItem(r, c, item)
                 if o.id == current:
                     self.table.selectRow(r)
@@ -125,7 +140,21 @@ class ObjectsPanel(QWidget):
             self.reset_requested.emit(oid)
 
     def _item_changed(self, item: QTableWidgetItem) -> None:
-        if self._updating or item.column() != 1:
+        if self._updating:
             return
         oid = int(self.table.item(item.row(), 0).text())
-        self.renamed.emit(oid, item.text().strip() or f"Object {oid}")
+        checked = item.checkState() == Qt.CheckState.Checked
+        if item.column() == 1:
+            self.renamed.emit(oid, item.text().strip() or f"Object {oid}")
+        elif item.column() == 4:
+            self.visibility_changed.emit(oid, checked)
+        elif item.column() == 5:
+            self.lock_changed.emit(oid, checked)
+
+
+def _check_item(on: bool, tip: str) -> QTableWidgetItem:
+    item = QTableWidgetItem("")
+    item.setFlags((item.flags() | Qt.ItemFlag.ItemIsUserCheckable) & ~Qt.ItemFlag.ItemIsEditable)
+    item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+    item.setToolTip(tip)
+    return item

@@ -154,6 +154,8 @@ class ImageState:
         self.autosave_found: Path | None = None
         self.autosave_problems: list[str] = []  # damaged autosaves of this image, skipped
         self.last_round_text = ""  # the speed line of this image's last round
+        self.base_colormap = labels.colormap  # the objects' colours; hiding one replaces it
+        self.colormap_key: tuple = ()  # the objects' (id, shown) while one is hidden
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -287,6 +289,8 @@ class LimNetWidget(QWidget):
         self.objects_panel.new_requested.connect(self.new_object)
         self.objects_panel.delete_requested.connect(self.delete_object)
         self.objects_panel.reset_requested.connect(self.reset_object)
+        self.objects_panel.visibility_changed.connect(self.set_object_visible)
+        self.objects_panel.lock_changed.connect(self.set_object_locked)
         bl.addWidget(self.objects_panel)
         row = QHBoxLayout()
         self.import_combo = QComboBox()
@@ -760,6 +764,9 @@ class LimNetWidget(QWidget):
             self._show_prompts(st, st.shown)
             self._message("Prompt refused: " + "; ".join(sorted(set(problems))) + ".", "warning")
             return
+        if self._refuse_locked(st, st.current):
+            self._show_prompts(st, st.shown)
+            return
         if st.current is None:
             self._new_object_now(st, keep_prompts=True)
         st.shown = new
@@ -797,6 +804,9 @@ class LimNetWidget(QWidget):
                 ids.update(st.objects)
         st.edited |= ids - {0}
         st.slice_counts = None  # volumes are recounted in full after a brush edit
+        locked = {k for k in ids if k in st.objects and st.objects[k].locked}
+        if locked:  # after napari has written the edit (a data_setitem reports it before)
+            QTimer.singleShot(0, lambda: self._restore_locked(st, locked))
 
     def sync_brush_edits(self, st: ImageState) -> None:
         """Take the user's edits of the Labels layer into the session (set_mask per object)."""
@@ -855,6 +865,8 @@ class LimNetWidget(QWidget):
         if st is None or st.current is None:
             return
         obj = st.current
+        if self._refuse_locked(st, obj):
+            return
         try:
             self.sync_brush_edits(st)
             self._sync_prompts(st, obj)
@@ -1086,8 +1098,73 @@ class LimNetWidget(QWidget):
 
     # ---------------------------------------------------------------- objects
     def _color_of(self, st: ImageState, obj: int) -> tuple[float, float, float]:
-        c = np.asarray(st.labels.get_color(obj), float).ravel()
+        c = np.asarray(st.base_colormap.map(np.array([obj])), float).ravel()
         return (float(c[0]), float(c[1]), float(c[2])) if c.size >= 3 else (1.0, 0.0, 0.0)
+
+    def set_object_visible(self, obj: int, visible: bool) -> None:
+        """Show or hide one object in the Labels layer (its voxels stay; rounds still see
+        them)."""
+        st = self.state
+        if st is None or obj not in st.objects:
+            return
+        st.objects[obj].visible = bool(visible)
+        self._update_objects_panel()
+        self.autosave(st)
+
+    def _apply_visibility(self, st: ImageState) -> None:
+        """The base colours, or (an object hidden) a direct colormap with it transparent; set
+        only when that changes (a new colormap redraws the whole layer)."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        key = tuple((k, o.visible) for k, o in st.objects.items())
+        if not any(not v for _, v in key):
+            key = ()
+        if key == st.colormap_key:
+            return
+        st.colormap_key = key
+        if not key:
+            st.labels.colormap = st.base_colormap
+            return
+        colors: dict[int | None, tuple[float, ...]] = {0: (0.0, 0.0, 0.0, 0.0)}
+        for k, o in st.objects.items():
+            colors[k] = (*o.color, 1.0 if o.visible else 0.0)
+        colors[None] = (0.5, 0.5, 0.5, 1.0)  # a value no object has (painted by hand)
+        st.labels.colormap = DirectLabelColormap(color_dict=colors)
+
+    def set_object_locked(self, obj: int, locked: bool) -> None:
+        """Lock an object: no round, brush, undo, reset or delete changes it until unlocked."""
+        st = self.state
+        if st is None or obj not in st.objects:
+            return
+        if locked:
+            self.sync_brush_edits(st)  # edits made before the lock are kept
+        st.objects[obj].locked = bool(locked)
+        self._update_objects_panel()
+        self.status.setText(f"{st.objects[obj].name} {'locked' if locked else 'unlocked'}.")
+        self.autosave(st)
+
+    def _refuse_locked(self, st: ImageState, obj: int | None) -> bool:
+        """True (with a message) when ``obj`` is locked."""
+        if obj is None or obj not in st.objects or not st.objects[obj].locked:
+            return False
+        name = st.objects[obj].name
+        self._message(
+            f"{name} is locked: unlock it (the Lock box in the objects list) to change it.",
+            "warning",
+        )
+        return True
+
+    def _restore_locked(self, st: ImageState, locked: set[int]) -> None:
+        """Undo a brush stroke's changes to locked objects' voxels."""
+        ref = st.session.labels()
+        ref = ref[None] if st.two_d else ref
+        data = st.data3
+        for k in locked:
+            wrong = (data == k) != (ref == k)
+            data[wrong] = ref[wrong]
+        st.labels.refresh()
+        names = ", ".join(st.objects[k].name for k in sorted(locked))
+        self._message(f"{names} is locked: the brush left it unchanged.", "warning")
 
     def _update_volumes(self, st: ImageState, slices: set[int] | None = None) -> None:
         """Objects' volumes; ``slices``: only these slices changed since the last count (a
@@ -1123,6 +1200,7 @@ class LimNetWidget(QWidget):
             return
         for k, o in st.objects.items():
             o.color = self._color_of(st, k)
+        self._apply_visibility(st)
         self.objects_panel.set_objects(list(st.objects.values()), st.current)
         st.labels.metadata["limnet_objects"] = [o.as_metadata() for o in st.objects.values()]
 
@@ -1205,6 +1283,8 @@ class LimNetWidget(QWidget):
         if self._worker is not None:
             self._run_when_idle(lambda: self.delete_object(obj))
             return
+        if self._refuse_locked(st, obj):
+            return
         st.session.remove_object(obj)
         del st.objects[obj]
         data = st.data3
@@ -1226,6 +1306,8 @@ class LimNetWidget(QWidget):
             return
         if self._worker is not None:
             self._run_when_idle(lambda: self.reset_object(obj))
+            return
+        if self._refuse_locked(st, obj):
             return
         st.session.reset(obj)
         self._write_object(st, obj)
@@ -1249,6 +1331,8 @@ class LimNetWidget(QWidget):
             self._run_when_idle(lambda: self._undo_redo(which))
             return
         obj = st.current
+        if self._refuse_locked(st, obj):
+            return
         self.sync_brush_edits(st)
         getattr(st.session, which)(obj)
         self._write_object(st, obj)
@@ -1455,7 +1539,12 @@ class LimNetWidget(QWidget):
             mask = labels == saved
             obj = s.new_object()
             s.set_mask(obj, mask)
-            st.objects[obj] = ObjectInfo(obj, str(entry.get("name") or f"Object {obj}"))
+            st.objects[obj] = ObjectInfo(
+                obj,
+                str(entry.get("name") or f"Object {obj}"),
+                visible=entry.get("visible", True) is not False,
+                locked=entry.get("locked", False) is True,
+            )
             for p in entry.get("prompts", []):
                 try:
                     add_to_session(s, obj, prompt_from_json(p))
