@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from napari_limnet.engine import predict, rounds
+from napari_limnet.engine.fusion import FusionRule
 from napari_limnet.engine.rounds import RoundOptions, SlicePrompts, run_round
 
 SHAPE = (12, 16, 16)
@@ -48,8 +49,8 @@ class FakePropagator:
         FakePropagator.log.append(("step", z))
         return prev.copy() if z in OBJECT else np.zeros_like(prev)
 
-    def prefer_previous(self, image, old, new, grow, ratio=None) -> bool:
-        FakePropagator.log.append(("fuse", int(image[0, 0]), ratio))
+    def prefer_previous(self, image, old, new, grow, rule) -> bool:
+        FakePropagator.log.append(("fuse", int(image[0, 0]), grow, rule))
         return False
 
 
@@ -286,8 +287,10 @@ def _second_click_round(latest_positive: bool, fusion: bool = False) -> dict[int
     return out
 
 
-def _fusion_ratios() -> dict[int, float | None]:
-    """The ratio each fusion decision was asked with, by slice."""
+def _fusion_asks() -> dict[int, bool]:
+    """Whether each fusion decision was told the round's click asked for more, by slice (the
+    rule itself is the model's, ``FusionRule.of``: a "more" click never shrinks a mask)."""
+    assert all(e[3] == FusionRule() for e in FakePropagator.log if e[0] == "fuse")
     return {e[1]: e[2] for e in FakePropagator.log if e[0] == "fuse"}
 
 
@@ -303,10 +306,10 @@ def test_a_negative_click_reaches_only_halfway_to_an_earlier_prompted_slice() ->
 
 def test_a_positive_click_never_shrinks_a_propagated_mask() -> None:
     _second_click_round(latest_positive=True, fusion=True)
-    # fusion keeps the old mask wherever the new one is smaller (a ratio of 1)
-    assert _fusion_ratios() == {6: 1.0, 5: 1.0, 4: 1.0}
+    # fusion keeps the old mask wherever the new one is smaller (the rule's grow ratio 1)
+    assert _fusion_asks() == {6: True, 5: True, 4: True}
 
 
 def test_a_negative_click_keeps_the_models_fusion_ratio() -> None:
     _second_click_round(latest_positive=False, fusion=True)
-    assert _fusion_ratios() == {6: None, 5: None}  # and only halfway towards slice 3
+    assert _fusion_asks() == {6: False, 5: False}  # and only halfway towards slice 3

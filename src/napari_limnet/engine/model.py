@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .fusion import SCORER_OFF
 from .networks import InteractionEnsemble, LimNet, widths_of
 
 FORMAT = "napari-limnet-weights/1"
 DEFAULT_WEIGHTS = "limnet_default.pt"
-# Fusion keeps a slice's previous mask where this round's mask went against the click: after a
-# positive click (or a box) the new mask is under this share of the old one's area, after a
-# negative click the old one is under this share of the new one's. A correction spreads from
-# its slice, and a slice it shrinks after a "more" click (or grows after a "less") was spoiled
-# by it. On 37 objects of the training cases (10 clicks) Dice@6/@10 went from 0.588/0.642
-# (scorer only, 0.99) to 0.618/0.667 (this rule only), 0.615/0.659 without fusion; objects
-# falling by more than 0.05 from one click to the next: 14, 11 and 16 times; 0.7 gave the same.
-FUSION_RATIO = 0.5
-# Fusion can also keep a slice's previous mask when the scorer is surer than this that it was
-# better; 1 switches the scorer off, as for the shipped weights. That scorer ranks real masks
-# poorly: with the rule above, on the same objects, it lowered Dice@6/@10 to 0.608/0.642 at
-# 0.99 and to 0.612/0.663 at 0.999. Weights whose scorer was fine-tuned on real rounds carry
-# their own threshold.
-FUSION_THRESHOLD = 1.0
 
 
 class LimNetModel:
@@ -46,11 +32,8 @@ class LimNetModel:
             self.net.interaction.to(memory_format=torch.channels_last)
         self.device = device
         self.meta = meta or {}
-        self.fusion_threshold = float(self.meta.get("fusion_threshold", FUSION_THRESHOLD))
-        self.fusion_ratio = FUSION_RATIO
-        # Training only: called with (old, new, x, prev, new_crop, probability) at every fusion
-        # decision, to collect the scorer's real inputs (training.round_pairs).
-        self.fusion_probe: Callable[..., None] | None = None
+        # the fusion scorer's threshold (``engine.fusion.FusionRule.of``)
+        self.fusion_threshold = float(self.meta.get("fusion_threshold", SCORER_OFF))
 
     def __repr__(self) -> str:
         return f"LimNetModel(device={self.device}, weights={self.meta.get('name', '?')})"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .fusion import FusionRule
 from .networks import CROP
 from .preprocess import (
     IntensityNorm,
@@ -330,24 +331,17 @@ class Propagator:
         old: np.ndarray,
         new: np.ndarray,
         grow: bool,
-        ratio: float | None = None,
+        rule: FusionRule,
     ) -> bool:
-        """Fusion: True when the slice keeps the previous round's mask.
-
-        It does where the new mask went against the click the round came from: its area is
-        under ``ratio`` (default ``model.fusion_ratio``) times the old one's after a click
-        asking for more (``grow``: a positive click or a box), or the old one's is under that
-        share of the new one's after a negative click; or where the scorer is surer than
-        ``model.fusion_threshold`` (1: off) that the previous mask was better.
-        """
+        """Fusion: True when the slice keeps the previous round's mask, by ``rule``
+        (:class:`~napari_limnet.engine.fusion.FusionRule`; ``grow``: the round's click asked
+        for more)."""
         if np.array_equal(old, new):
             return False
-        a_old, a_new = np.count_nonzero(old), np.count_nonzero(new)
-        ratio = self.model.fusion_ratio if ratio is None else ratio
-        if (a_new < ratio * a_old) if grow else (a_old < ratio * a_new):
+        if rule.keeps_by_area(np.count_nonzero(old), np.count_nonzero(new), grow):
             return True
-        if self.model.fusion_threshold >= 1 and self.model.fusion_probe is None:
-            return False  # the scorer is off
+        if not rule.runs_scorer:
+            return False
         union = old | new
         ys, xs = np.nonzero(union)
         window = window_around(ys, xs, self.spacing_yx)
@@ -357,6 +351,6 @@ class Propagator:
         pn = crop_slice(new.astype(np.float32), window, self.spacing_yx, self.dev, is_mask=True)
         po, pn = (po > 0.5).float(), (pn > 0.5).float()
         prob = float(torch.sigmoid(self.model.net.scorer(x, po, pn))[0])
-        if self.model.fusion_probe is not None:
-            self.model.fusion_probe(old, new, x, po, pn, prob)
-        return prob > self.model.fusion_threshold
+        if rule.probe is not None:
+            rule.probe(old, new, x, po, pn, prob)
+        return prob > rule.scorer_threshold

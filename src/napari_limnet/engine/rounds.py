@@ -35,6 +35,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .fusion import FusionRule
+
 
 @dataclass(frozen=True)
 class SlicePrompts:
@@ -116,6 +118,7 @@ class RoundOptions:
     z_min: int | None = None  # inclusive limits of propagation (None: volume ends)
     z_max: int | None = None
     directions: str = "both"  # "both", "up" (increasing z) or "down"
+    fusion_rule: FusionRule | None = None  # None: the model's (``FusionRule.of``)
 
 
 def run_round(
@@ -144,6 +147,7 @@ def run_round(
     z_lo = 0 if options.z_min is None else max(0, int(options.z_min))
     z_hi = nz - 1 if options.z_max is None else min(nz - 1, int(options.z_max))
     stops = set(prompts) | {int(z) for z in pinned}
+    rule = options.fusion_rule or FusionRule.of(model)
 
     def without_blocked(z: int, m: np.ndarray) -> np.ndarray:
         b = blocked(z)
@@ -286,12 +290,8 @@ def run_round(
                     step = np.zeros_like(step)  # too unsure to spread the object to a new slice
             cand = without_blocked(z, step)
             final = cand
-            if options.fusion and had:
-                # a "more" click may grow a mask, never shrink it (a gain at 10 clicks on the
-                # training-case checks); for a "less" click "never grow" changed nothing
-                # measurable, so it keeps the model's ratio (experiments.md, 23rd session)
-                if prop.prefer_previous(img, old, cand, grow, ratio=1.0 if grow else None):
-                    final = old
+            if options.fusion and had and prop.prefer_previous(img, old, cand, grow, rule):
+                final = old
             visited += 1
             done += 1
             yield z, final, total

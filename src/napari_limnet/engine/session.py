@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import rounds
+from .fusion import FusionRule
 from .rounds import RoundOptions, SlicePrompts, stroke_points
 from .volume import Volume
 
@@ -222,6 +223,8 @@ class Session:
     z_range: inclusive (z_min, z_max) limits of propagation; None: the whole volume.
     direction: propagate "both" ways, "up" (increasing z) or "down".
     The last four may be changed later as attributes; they apply from the next round.
+    ``fusion_rule`` (an attribute, default None: the model's) is the
+    :class:`~napari_limnet.engine.fusion.FusionRule` the rounds use.
     """
 
     def __init__(
@@ -250,6 +253,7 @@ class Session:
         self.propagation = bool(propagation)
         self.z_range = z_range
         self.direction = direction
+        self.fusion_rule: FusionRule | None = None
         if model is None:
             from .model import load_model
 
@@ -309,6 +313,7 @@ class Session:
             z_min=lo,
             z_max=hi,
             directions=self._direction,
+            fusion_rule=self.fusion_rule,
         )
 
     # -- objects ---------------------------------------------------------------------------

@@ -4,18 +4,19 @@ The synthetic pairs of the scorer stage (two corruptions of the truth) do not lo
 masks a real round produces, and the scorer trained on them alone misjudged real masks. Here
 the engine itself runs the simulated annotator (``annotator``) on labelled training volumes,
 with fusion on but never keeping the old mask, and records every fusion decision it meets: the
-scorer's exact inputs (through ``LimNetModel.fusion_probe``) and which of the two masks is
-closer to the truth.
+scorer's exact inputs (through the probe of the rounds' ``FusionRule``) and which of the two
+masks is closer to the truth.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from ..engine.fusion import NEVER_KEEP
 from .annotator import first_click, next_click
 from .real_bank import LabelledVolume
 from .real_data import object_is_usable
@@ -68,38 +69,37 @@ def collect_round_pairs(
                 picked.append(per_volume[k].pop())
     xs, prevs, news, gains, groups = [], [], [], [], []
     pending: list[tuple] = []
-    saved = model.fusion_threshold, model.fusion_ratio, model.fusion_probe
-    # never keep the old mask: each round shows its own result
-    model.fusion_threshold, model.fusion_ratio = 2.0, 0.0
-    model.fusion_probe = lambda old, new, x, po, pn, _p: pending.append((old, new, x, po, pn))
-    try:
-        for gi, (vi, value) in enumerate(picked):
-            v = volumes[vi]
-            gt = v.labels == value
-            session = Session(v.image, spacing=v.spacing, model=model)
-            obj = session.new_object()
-            pred = np.zeros(gt.shape, bool)
-            n0 = len(gains)
-            for r in range(rounds):
-                click = first_click(gt, v.spacing) if r == 0 else next_click(gt, pred, v.spacing)
-                if click is None:
-                    break
-                session.add_click(obj, click.position, positive=click.positive)
-                for ev in session.run_iter(obj):
-                    if pending:  # the decision just made was for this event's slice
-                        old, new, x, po, pn = pending.pop()
-                        pending.clear()
-                        gain = dice(old, gt[ev.z]) - dice(new, gt[ev.z])
-                        xs.append(x.half().cpu())
-                        prevs.append(po.bool().cpu())
-                        news.append(pn.bool().cpu())
-                        gains.append(gain)
-                        groups.append(gi)
-                pred = np.asarray(session.mask(obj), bool)
-            if log:
-                log(f"{v.name} label {value}: {len(gains) - n0} pairs")
-    finally:
-        model.fusion_threshold, model.fusion_ratio, model.fusion_probe = saved
+    # never keep the old mask (each round shows its own result), and record every decision,
+    # after positive clicks as after negative ones
+    rule = replace(
+        NEVER_KEEP, probe=lambda old, new, x, po, pn, _p: pending.append((old, new, x, po, pn))
+    )
+    for gi, (vi, value) in enumerate(picked):
+        v = volumes[vi]
+        gt = v.labels == value
+        session = Session(v.image, spacing=v.spacing, model=model)
+        session.fusion_rule = rule
+        obj = session.new_object()
+        pred = np.zeros(gt.shape, bool)
+        n0 = len(gains)
+        for r in range(rounds):
+            click = first_click(gt, v.spacing) if r == 0 else next_click(gt, pred, v.spacing)
+            if click is None:
+                break
+            session.add_click(obj, click.position, positive=click.positive)
+            for ev in session.run_iter(obj):
+                if pending:  # the decision just made was for this event's slice
+                    old, new, x, po, pn = pending.pop()
+                    pending.clear()
+                    gain = dice(old, gt[ev.z]) - dice(new, gt[ev.z])
+                    xs.append(x.half().cpu())
+                    prevs.append(po.bool().cpu())
+                    news.append(pn.bool().cpu())
+                    gains.append(gain)
+                    groups.append(gi)
+            pred = np.asarray(session.mask(obj), bool)
+        if log:
+            log(f"{v.name} label {value}: {len(gains) - n0} pairs")
     if not gains:
         raise ValueError("the simulated rounds made no fusion decision")
     return PairBank(
