@@ -50,7 +50,8 @@ class FakeEngine:
 
     def run_round(self, model, volume, prompts, current, pinned, blocked, options=None):
         self.rounds += 1
-        from napari_limnet.engine.rounds import RoundOptions, fill_polygon
+        from napari_limnet.engine.prompts import fill_polygon
+        from napari_limnet.engine.rounds import RoundOptions
 
         options = options or RoundOptions()
         nz = volume.shape[0]

@@ -11,7 +11,7 @@ import torch
 from napari_limnet.engine import predict
 from napari_limnet.engine.networks import CROP
 from napari_limnet.engine.preprocess import MIN_SIDE_PX, ZOOM
-from napari_limnet.engine.rounds import SlicePrompts
+from napari_limnet.engine.prompts import SlicePrompts
 
 
 class FillsTheWindow:

@@ -13,7 +13,8 @@ import pytest
 
 from napari_limnet.engine import predict, rounds
 from napari_limnet.engine.fusion import FusionRule
-from napari_limnet.engine.rounds import RoundOptions, SlicePrompts, run_round
+from napari_limnet.engine.prompts import SlicePrompts
+from napari_limnet.engine.rounds import RoundOptions, run_round
 
 SHAPE = (12, 16, 16)
 OBJECT = range(3, 7)  # the slices that hold the object

@@ -14,7 +14,8 @@ from scipy import ndimage
 import napari_limnet
 from napari_limnet import RoundEvent, Session
 from napari_limnet.engine import session as session_mod
-from napari_limnet.engine.rounds import RoundOptions, SlicePrompts
+from napari_limnet.engine.prompts import SlicePrompts
+from napari_limnet.engine.rounds import RoundOptions
 
 CALLS: list[dict] = []
 

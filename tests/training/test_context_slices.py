@@ -12,7 +12,7 @@ from napari_limnet import Session
 from napari_limnet.engine.model import load_model, save_weights
 from napari_limnet.engine.networks import IMG_CH, InteractionNet, LimNet
 from napari_limnet.engine.predict import neighbour_slices, segment_slice
-from napari_limnet.engine.rounds import SlicePrompts
+from napari_limnet.engine.prompts import SlicePrompts
 from napari_limnet.engine.volume import Volume
 from napari_limnet.training import train as T
 

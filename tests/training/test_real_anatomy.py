@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 
 from napari_limnet.engine.preprocess import CROP
-from napari_limnet.engine.rounds import fill_polygon, stroke_points
+from napari_limnet.engine.prompts import fill_polygon, stroke_points
 from napari_limnet.engine.session import Session
 from napari_limnet.training import perturb
 from napari_limnet.training.annotator import first_click_off_centre, first_region_prompt

@@ -29,7 +29,7 @@ from .preprocess import (
     uncrop_logits,
     window_around,
 )
-from .rounds import SlicePrompts, fill_polygon
+from .prompts import SlicePrompts, fill_polygon
 
 WIDE_SIDE_MM = 160.0  # first-click window: wide enough for an organ, fine enough for a lesion
 MAX_PASSES = 3  # zoom-in passes of the 2D step

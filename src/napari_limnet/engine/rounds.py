@@ -24,6 +24,25 @@ history, other objects) and passes in what a round needs as plain values and cal
 3. Fusion: a propagated slice that already had a mask keeps it where the new mask went
    against the click the round came from (shrank at all after a positive click, more than
    doubled after a negative one), or where the scorer, when switched on, finds it better.
+
+Every rule, and where it lives (each has a test in ``tests/engine/test_round_rules.py`` or
+``test_fusion_rule.py``):
+
+- the 2D step's windows: wide, the previous mask's, or a size hint (``_size_hint``), then
+  zoom-in passes that never zoom out for a correction (``predict.segment_slice``); parts of
+  the mask that hold a negative click go (``predict._drop_hit_parts``);
+- how far each propagation goes: up to the next prompted slice, or halfway (``_reach``);
+- a propagation run (``PropagationJob``) ends where the mask shrinks to a remnant
+  (``MIN_AREA_FRACTION``), in a first round where the network grows unsure
+  (``CONF_DROP``, ``CONF_SLICES``), in later rounds where it would spread to a new slice
+  unsure (``EXTEND_CONFIDENCE``), where new and old masks agree (``AGREE_DICE``,
+  ``AGREE_SLICES``; ``PropagationJob.agree_stop``), or, after a "less" click, at the first
+  slice without a mask (``PropagationJob.within_old``);
+- each step keeps only the parts touching the previous slice's mask, fed eroded
+  (``predict._touching_parts``, ``predict.PREV_ERODE``);
+- slices emptied this round: the old masks beyond go (``clear_leak``), or an earlier slice
+  propagates again towards them, remembered as "no object here";
+- fusion: ``engine.fusion.FusionRule``.
 """
 
 from __future__ import annotations
@@ -35,69 +54,31 @@ from typing import Protocol
 
 import numpy as np
 
+from . import predict
 from .fusion import FusionRule
+from .prompts import SlicePrompts
 
 
 @dataclass(frozen=True)
-class SlicePrompts:
-    """All prompts the user placed on one slice (every round so far, in order).
+class PropagationJob:
+    """One run of the memory network from a slice of this round, in one direction.
 
-    clicks: (y, x, positive) in voxel indices of that slice (a scribble comes as the clicks
-    of ``stroke_points``).
-    boxes: (y0, x0, y1, x1), inclusive corners.
-    regions: lassos, each the (y, x) vertices of a closed polygon; like a box, the object
-    lies inside (the network sees the filled polygon in its box channel).
+    source: the slice it starts from (prompted this round, or an earlier one propagated again
+    towards a slice emptied this round); direction: +1 (increasing z) or -1; span: at most
+    this many slices; mask: the source's mask; norm: its intensity normalisation (None: from
+    the mask); agree_stop: it stops where new and old masks agree (``AGREE_*``); grow: the
+    source's latest prompt asked for more (fusion's ``grow``); within_old: it never puts the
+    object on a slice that had no mask (a "less" click).
     """
 
-    clicks: tuple[tuple[float, float, bool], ...] = ()
-    boxes: tuple[tuple[int, int, int, int], ...] = ()
-    regions: tuple[tuple[tuple[float, float], ...], ...] = ()
-
-
-STROKE_STEP = 0.5  # voxels between the clicks a scribble is drawn with
-STROKE_MAX = 256  # at most this many (a longer stroke is sampled more coarsely)
-
-
-def stroke_points(coords: tuple[float, ...]) -> list[tuple[float, float]]:
-    """Points along the polyline (y0, x0, y1, x1, ...), ``STROKE_STEP`` voxels apart, so their
-    click-map disks merge into a stroke (the training draws scribbles the same way)."""
-    v = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    if len(v) == 1:
-        return [(float(v[0, 0]), float(v[0, 1]))]
-    seg = np.linalg.norm(np.diff(v, axis=0), axis=1)
-    total = float(seg.sum())
-    n = int(min(STROKE_MAX, max(2, np.ceil(total / STROKE_STEP) + 1)))
-    t = np.linspace(0.0, total, n)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    ys = np.interp(t, cum, v[:, 0])
-    xs = np.interp(t, cum, v[:, 1])
-    return [(float(y), float(x)) for y, x in zip(ys, xs, strict=True)]
-
-
-def fill_polygon(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bool (Y, X) mask of the pixels whose centre lies inside the closed polygon (even-odd
-    rule); ``vertices`` (N, 2) as (y, x) voxel indices."""
-    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
-    out = np.zeros(shape, bool)
-    y0 = max(int(np.floor(v[:, 0].min())), 0)
-    y1 = min(int(np.ceil(v[:, 0].max())), shape[0] - 1)
-    x0 = max(int(np.floor(v[:, 1].min())), 0)
-    x1 = min(int(np.ceil(v[:, 1].max())), shape[1] - 1)
-    if y1 < y0 or x1 < x0:
-        return out
-    yy = np.arange(y0, y1 + 1, dtype=np.float64)[:, None]
-    xx = np.arange(x0, x1 + 1, dtype=np.float64)[None, :]
-    inside = np.zeros((y1 - y0 + 1, x1 - x0 + 1), bool)
-    ay, ax = v[:, 0], v[:, 1]
-    by, bx = np.roll(ay, -1), np.roll(ax, -1)
-    for i in range(len(v)):
-        if ay[i] == by[i]:
-            continue
-        crosses = (ay[i] > yy) != (by[i] > yy)
-        x_at = ax[i] + (yy - ay[i]) * (bx[i] - ax[i]) / (by[i] - ay[i])
-        inside ^= crosses & (xx < x_at)
-    out[y0 : y1 + 1, x0 : x1 + 1] = inside
-    return out
+    source: int
+    direction: int
+    span: int
+    mask: np.ndarray
+    norm: object | None
+    agree_stop: bool
+    grow: bool
+    within_old: bool
 
 
 class VolumeSource(Protocol):
@@ -140,7 +121,9 @@ def run_round(
     total: current estimate of how many slices this round will yield (for progress).
     The prompted slices come first. Closing the generator early must leave no side effects.
     """
-    from .predict import Propagator, neighbour_slices, norm_of_mask, segment_slice
+    # looked up at each call (tests put stand-ins for the networks' steps in ``predict``)
+    Propagator, segment_slice = predict.Propagator, predict.segment_slice
+    neighbour_slices, norm_of_mask = predict.neighbour_slices, predict.norm_of_mask
 
     nz = volume.shape[0]
     spacing_yx = (float(volume.spacing[1]), float(volume.spacing[2]))
@@ -211,21 +194,19 @@ def run_round(
                 return
             yield z0 + d * i, np.zeros_like(old), total
 
-    # (source z, direction, span, source mask, its norm (None: from the mask), agreement stop,
-    # whether the source's last prompt asked for more, whether it stays on slices that had a
-    # mask); no agreement stop towards a slice emptied this round: the old masks next to it
-    # are the ones in doubt. A negative click on a slice that had a mask asks for less of an
-    # object already there, so its propagation never puts the object on slices without it.
+    # No agreement stop towards a slice emptied this round: the old masks next to it are the
+    # ones in doubt. A negative click on a slice that had a mask asks for less of an object
+    # already there, so its propagation never puts the object on slices without it.
     jobs = [
-        (
-            z0,
-            d,
-            reach[(z0, d)],
-            m0,
-            norm,
-            z0 + d * (spans[(z0, d)] + 1) not in emptied,
-            _asks_for_more(prompts[z0]),
-            not _asks_for_more(prompts[z0]) and had_mask[z0],
+        PropagationJob(
+            source=z0,
+            direction=d,
+            span=reach[(z0, d)],
+            mask=m0,
+            norm=norm,
+            agree_stop=z0 + d * (spans[(z0, d)] + 1) not in emptied,
+            grow=_asks_for_more(prompts[z0]),
+            within_old=not _asks_for_more(prompts[z0]) and had_mask[z0],
         )
         for z0, m0, norm in starts
         for d in dirs
@@ -245,11 +226,22 @@ def run_round(
             zs = z0 + d * (spans[(z0, d)] + 1)
             if zs in memory_slices and zs not in prompts and spans[(z0, d)] > 0:
                 jobs.append(
-                    (zs, -d, spans[(z0, d)], memory_slices[zs][1], None, False, False, True)
+                    PropagationJob(
+                        source=zs,
+                        direction=-d,
+                        span=spans[(z0, d)],
+                        mask=memory_slices[zs][1],
+                        norm=None,
+                        agree_stop=False,
+                        grow=False,
+                        within_old=True,
+                    )
                 )
                 total += spans[(z0, d)]
     done = len(starts)
-    for z0, d, span, m0, norm, agree_stop, grow, within_old in jobs:
+    for job in jobs:
+        z0, d, span, m0, norm = job.source, job.direction, job.span, job.mask, job.norm
+        agree_stop, grow, within_old = job.agree_stop, job.grow, job.within_old
         if span == 0 or not m0.any():
             total -= span
             continue

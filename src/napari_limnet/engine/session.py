@@ -15,7 +15,8 @@ import numpy as np
 
 from . import rounds
 from .fusion import FusionRule
-from .rounds import RoundOptions, SlicePrompts, stroke_points
+from .prompts import SlicePrompts, stroke_points
+from .rounds import RoundOptions
 from .volume import Volume
 
 __all__ = ["Prompt", "RoundEvent", "Session"]
