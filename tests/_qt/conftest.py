@@ -120,8 +120,8 @@ class FakeEngine:
 @pytest.fixture(autouse=True)
 def fake_engine(monkeypatch, request):
     """Swap the trained round for FakeEngine and the model for a placeholder object
-    (not for tests whose name ends in ``real_model``)."""
-    if request.node.name.endswith("real_model"):
+    (not for tests marked ``real_model``)."""
+    if request.node.get_closest_marker("real_model"):
         return None
     from napari_limnet._qt import widget as widget_mod
     from napari_limnet.engine import session as session_mod

@@ -162,6 +162,7 @@ def test_sample_ct_grid(make_napari_viewer):
     assert st.labels.name not in choices  # the widget's own results are not offered for take-in
 
 
+@pytest.mark.real_model
 def test_sample_ct_real_model(make_napari_viewer, qtbot):
     """With the trained weights: one click in the liver, the widget's labels equal Session.run's
     and overlap the sample's liver label with Dice >= 0.7 after a single click (measured 0.807

@@ -140,6 +140,7 @@ def _two_spheres(shape=(40, 192, 192)) -> np.ndarray:
     return vol.astype(np.int16)
 
 
+@pytest.mark.real_model
 def test_event_loop_stall_real_model(make_napari_viewer, qtbot):
     """The stall with the REAL engine (trained weights, default thread count): largest gap of a
     10 ms timer while a full round propagates through a 40 x 192 x 192 volume (one click on a
