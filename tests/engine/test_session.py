@@ -573,3 +573,19 @@ def test_mask_storage_is_compact(fake):
     o = s._objects[a]
     stored = sum(p.bits.nbytes for p in o.masks.values())
     assert len(o.masks) == 30 and stored < 30 * 40 * 60 // 8 + 30 * 8
+
+
+def test_labels_use_the_smallest_type_that_holds_the_ids(fake):
+    s = Session(cube_volume(), model=object())
+    a = s.new_object()
+    s.add_click(a, (5, 8, 8))
+    s.run(a)
+    assert s.labels().dtype == np.uint8 and s.labels()[5, 8, 8] == 1
+    s._next_id = 300  # ids are never reused: the next one is 300
+    b = s.new_object()
+    s.add_click(b, (5, 20, 20))
+    s.run(b)
+    lab = s.labels()
+    assert lab.dtype == np.uint16 and lab[5, 20, 20] == 300 and lab[5, 8, 8] == 1
+    s.remove_object(b)
+    assert s.labels().dtype == np.uint8

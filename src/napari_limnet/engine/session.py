@@ -544,9 +544,15 @@ class Session:
         return out[0] if self.volume.is_2d else out
 
     def labels(self) -> np.ndarray:
-        """int32 map (Z, Y, X) (or (Y, X)): 0 background, else the id of the voxel's object."""
+        """Integer map (Z, Y, X) (or (Y, X)): 0 background, else the id of the voxel's object.
+
+        Its type is the smallest unsigned one that holds the largest id (uint8 up to 255,
+        then uint16, then uint32): on a 512 x 512 x 1000 CT a quarter of an int32 map.
+        """
         with self._lock:
-            out = np.zeros(self.volume.shape, np.int32)
+            top = max(self._objects, default=0)
+            dtype = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.uint32
+            out = np.zeros(self.volume.shape, dtype)
             for k, o in self._objects.items():
                 for z, p in o.masks.items():
                     view = out[z, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w]
