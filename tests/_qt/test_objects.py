@@ -228,3 +228,38 @@ def test_hide_and_lock_an_object(dock, qtbot):
     table.item(1, 5).setCheckState(Qt.CheckState.Unchecked)
     w.delete_object(2)
     assert 2 not in st.session.objects
+
+
+def test_napari_save_dialog_writes_nifti(make_napari_viewer, qtbot, volume, tmp_path, monkeypatch):
+    """File > Save Selected Layers with the dialog's default file type and a .nii.gz name: the
+    plugin's writer saves the labels on the scan's grid (napari's builtin one could not)."""
+    import nibabel as nib
+    from napari._qt import qt_viewer
+
+    from napari_limnet._reader import read_volume
+    from napari_limnet.io import load_volume
+
+    src = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.8, 0.8, 2.5, 1.0])), src)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    ((data, kwargs, _),) = read_volume(src)
+    viewer.add_image(data, **kwargs)
+    st = w.state
+    st.points.add([10, 32, 20])
+    wait_round(qtbot, w)
+    target = tmp_path / "saved" / "seg.nii.gz"
+    target.parent.mkdir()
+    offered = []
+
+    def dialog(*args, **kwargs):  # the user types a name and keeps the default file type
+        offered.append(kwargs["filter"])
+        return str(target), kwargs["filter"].split(";;")[0]
+
+    monkeypatch.setattr(qt_viewer.QFileDialog, "getSaveFileName", dialog)
+    viewer.layers.selection = {st.labels}
+    viewer.window._qt_viewer._save_layers_dialog(selected=True)
+    assert offered[0].startswith("LIM-Net")  # the default file type is the plugin's
+    saved = load_volume(target)
+    np.testing.assert_array_equal(saved.data, st.labels.data)
+    assert np.allclose(saved.affine, load_volume(src).affine)

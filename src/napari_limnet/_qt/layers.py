@@ -366,3 +366,26 @@ def from_session_prompt(p: Any) -> Prompt:
     y, x = (int(round(float(v))) for v in p.coords)
     z, y, x = _insert(int(p.z), y, x, axis)
     return _key_click(int(z), int(y), int(x), bool(p.positive), axis)
+
+
+WRITER = "napari-limnet.write_labels"
+
+
+def prefer_plugin_writer() -> bool:
+    """Put this plugin's labels writer first among napari's writers, so that File > Save
+    Selected Layers offers it as the default file type of a labels layer: a ``.nii.gz``,
+    ``.nii`` or ``.tif`` name then gets the source grid, spacing and names. napari lists its
+    builtin writer first otherwise, which cannot write NIfTI ("did not return any written
+    paths"). Reorders npe2's writer index (private: returns False, changing nothing, if npe2
+    ever lays it out differently)."""
+    try:
+        from npe2 import PluginManager
+
+        writers = PluginManager.instance()._contrib._writers
+        ours = [t for t in writers if t[3].command == WRITER]
+    except (ImportError, AttributeError, IndexError, TypeError):
+        return False
+    if not ours:
+        return False
+    writers[:] = ours + [t for t in writers if t[3].command != WRITER]
+    return True

@@ -57,6 +57,7 @@ from .layers import (
     grid_kwargs,
     layer_label_names,
     points_to_prompts,
+    prefer_plugin_writer,
     prompt_from_json,
     resolve_axes,
     set_points,
@@ -215,6 +216,7 @@ class LimNetWidget(QWidget):
         self._flush_timer.timeout.connect(self._flush)
         self.last_round: dict[str, float] = {}
         self.autosaver = autosave_mod.AutoSaver()
+        prefer_plugin_writer()  # napari's own Save writes .nii.gz through this plugin
         self._build_ui()
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
