@@ -35,7 +35,10 @@ def main(out: str = "docs/widget.png") -> None:
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
-    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    dock, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+    from qtpy.QtCore import Qt
+
+    viewer.window._qt_window.resizeDocks([dock], [440], Qt.Orientation.Horizontal)
     viewer.open_sample("napari-limnet", "ct")
     w.window_combo.setCurrentText("soft tissue")
     truth_layer = viewer.layers["ct_abdomen_label"]

@@ -53,7 +53,7 @@ class ObjectsPanel(QWidget):
     visibility_changed = Signal(int, bool)
     lock_changed = Signal(int, bool)
 
-    COLUMNS = ("Label", "Name", "Colour", "Volume (mL)", "Show", "Lock")
+    COLUMNS = ("Label", "Name", "Colour", "mL", "Show", "Lock")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,7 +64,12 @@ class ObjectsPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
+        # every column as narrow as its content, the name taking the rest: all six fit a dock
+        # of about 330 pixels
+        for c in range(len(self.COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setToolTip("Volumes in mL; Show: drawn in the labels layer; Lock: protected")
         # about six rows stay visible; on a short screen the panel scrolls instead
         self.table.setMinimumHeight(190)
         self.new_btn = QPushButton("New object")

@@ -270,6 +270,7 @@ class LimNetWidget(QWidget):
         self.progress.setFormat(IDLE_FORMAT)
         lay.addWidget(self.progress)
         self.speed_label = QLabel("")
+        self.speed_label.setWordWrap(True)  # long lines must not widen the dock
         lay.addWidget(self.speed_label)
 
         row = QHBoxLayout()
@@ -334,11 +335,11 @@ class LimNetWidget(QWidget):
         self.limit_check = QCheckBox("only between slices")
         self.z_min = QSpinBox()
         self.z_max = QSpinBox()
+        fl.addRow(self.limit_check)
         row = QHBoxLayout()
-        row.addWidget(self.limit_check)
-        row.addWidget(self.z_min)
+        row.addWidget(self.z_min, 1)
         row.addWidget(QLabel("and"))
-        row.addWidget(self.z_max)
+        row.addWidget(self.z_max, 1)
         fl.addRow(row)
         self.direction_combo = QComboBox()
         self.direction_combo.addItems(["both", "up", "down"])
@@ -392,6 +393,12 @@ class LimNetWidget(QWidget):
         fl.addRow("CT window:", self.window_combo)
         lay.addWidget(box)
         lay.addStretch(1)
+        # a combo box grows to its longest entry (a long layer name) and would widen the dock
+        for combo in (self.image_combo, self.import_combo, self.device_combo):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
 
         self.device_combo.currentTextChanged.connect(self._settings_changed)
         self.threads_spin.valueChanged.connect(self._settings_changed)
