@@ -14,7 +14,11 @@ sessions, each with one positive click in the organ, and reports medians of:
 * propagation: slices per second over the remaining events of the round;
 * round: seconds for the whole round, committed;
 * peak memory: peak RSS of a fresh subprocess that segments a 512 x 512 x
-  ``--memory-slices`` int16 volume (one round and ``labels()``).
+  ``--memory-slices`` int16 volume (one round and ``labels()``);
+* the distance to the hardware's limit: the round's floating-point work
+  (``torch.utils.flop_counter``, counted in one extra, untimed round) over its median time,
+  as GFLOP/s and as a share of the device's matrix-product peak, fp32 and bf16, measured in
+  the same run (a 2048 x 2048 matrix product on the same threads).
 
 It prints a markdown table with the thread count (``--threads 1`` gives the throughput the
 widget gets when it leaves a core to the viewer) and runs on the GPU too when CUDA is
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "make_ct", "run_bench"]
+__all__ = ["add_parser", "make_ct", "matmul_peak", "round_flops", "run_bench"]
 
 
 def make_ct(shape: tuple[int, int, int] = (200, 512, 512), seed: int = 0) -> np.ndarray:
@@ -101,6 +105,61 @@ def _one_round(vol: np.ndarray, model: Any, threads: int) -> dict[str, float]:
     }
 
 
+def round_flops(vol: np.ndarray, model: Any, threads: int) -> dict[str, float]:
+    """Floating-point operations of one round like ``_one_round``'s: of the first response
+    (the prompted slice) and of the whole round, and its number of slices."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..engine.session import Session
+
+    Z, Y, X = vol.shape
+    s = Session(vol, spacing=(1.0, 0.8, 0.8), model=model, threads=threads)
+    obj = s.new_object()
+    s.add_click(obj, (Z // 2, int(0.45 * Y), int(0.55 * X)))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        it = s.run_iter(obj)
+        next(it)
+        first = counter.get_total_flops()
+        n = 1 + sum(1 for _ in it)
+    return {
+        "first_flop": float(first),
+        "round_flop": float(counter.get_total_flops()),
+        "slices": n,
+    }
+
+
+def matmul_peak(dtype: str, threads: int, device: str = "cpu", n: int = 2048) -> float:
+    """GFLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` ("fp32" or "bf16"): the best of
+    a few repeats after a warm-up (the device's practical peak for dense work). Where a 512
+    product alone takes over 0.2 s (bf16 emulated on a CPU without bf16 units), that rate."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    small = torch.randn(512, 512, device=device).to(dt)
+    t0 = time.perf_counter()
+    small @ small
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter() - t0
+    if t > 0.2:
+        return 2.0 * 512**3 / t / 1e9
+    a = torch.randn(n, n, device=device).to(dt)
+    b = torch.randn(n, n, device=device).to(dt)
+    best = float("inf")
+    for i in range(4):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first is a warm-up
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
 def _memory_probe(slices: int, threads: int, weights: str | None) -> None:
     """Run in a fresh process: print the peak RSS (MiB) of one round on a 512^2 volume."""
     import resource
@@ -155,7 +214,11 @@ def run_bench(
         _one_round(vol[: min(slices, 8)], model, threads)  # warm-up
         runs = [_one_round(vol, model, threads) for _ in range(repeats)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        result["devices"][dev] = {"median": med, "runs": runs}
+        flops = round_flops(vol, model, threads)
+        peaks = {d: matmul_peak(d, threads, dev) for d in ("fp32", "bf16")}
+        med["gflop_per_slice"] = flops["round_flop"] / flops["slices"] / 1e9
+        med["gflop_per_s"] = flops["round_flop"] / med["round_s"] / 1e9
+        result["devices"][dev] = {"median": med, "runs": runs, "flops": flops, "peak": peaks}
     if memory_slices:
         result["peak_rss_mib"] = _peak_memory(memory_slices, threads, weights)
         result["memory_volume"] = [memory_slices, 512, 512]
@@ -168,15 +231,26 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"{r['threads']} CPU thread(s), median of {r['repeats']} fresh sessions "
         f"(weights: {r.get('weights')}, torch {r['torch']})",
         "",
-        "| device | first response (ms) | propagation (slices/s) | round (s) | slices |",
-        "|---|---:|---:|---:|---:|",
+        "| device | first response (ms) | propagation (slices/s) | round (s) | slices "
+        "| GFLOP/slice | GFLOP/s | of fp32 peak | of bf16 peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for dev, d in r["devices"].items():
-        m = d["median"]
+        m, pk = d["median"], d.get("peak", {})
+        rate = m.get("gflop_per_s", float("nan"))
         lines.append(
             f"| {dev} | {1000 * m['first_response_s']:.0f} | {m['slices_per_s']:.1f} "
-            f"| {m['round_s']:.2f} | {m['slices']:.0f} |"
+            f"| {m['round_s']:.2f} | {m['slices']:.0f} | {m.get('gflop_per_slice', 0):.2f} "
+            f"| {rate:.0f} | {100 * rate / pk.get('fp32', float('nan')):.0f} % "
+            f"| {100 * rate / pk.get('bf16', float('nan')):.0f} % |"
         )
+    for dev, d in r["devices"].items():
+        pk = d.get("peak")
+        if pk:
+            lines.append(
+                f"\n{dev} matrix-product peak (2048 x 2048, {r['threads']} thread(s)): "
+                f"fp32 {pk['fp32']:.0f} GFLOP/s, bf16 {pk['bf16']:.0f} GFLOP/s"
+            )
     if "peak_rss_mib" in r:
         v = r["memory_volume"]
         lines += [
