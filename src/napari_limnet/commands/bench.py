@@ -3,7 +3,7 @@
 Usage::
 
     limnet bench [--threads 2] [--repeats 5] [--slices 200] [--device auto|cpu|cuda]
-                 [--weights W.pt] [--memory-slices 400] [--no-memory] [--json OUT.json]
+                 [--weights W.pt] [--memory-slices 400] [--no-memory] [--viewer] [--json OUT.json]
 
 On a synthetic 512 x 512 x ``--slices`` CT-like int16 volume (air, a body of -100..60 HU
 with noise, an ellipsoid organ of about 50 HU over most slices) it runs ``--repeats`` fresh
@@ -18,7 +18,10 @@ sessions, each with one positive click in the organ, and reports medians of:
 * the distance to the hardware's limit: the round's floating-point work
   (``torch.utils.flop_counter``, counted in one extra, untimed round) over its median time,
   as GFLOP/s and as a share of the device's matrix-product peak, fp32 and bf16, measured in
-  the same run (a 2048 x 2048 matrix product on the same threads).
+  the same run (a 2048 x 2048 matrix product on the same threads);
+* with ``--viewer`` (napari and a display needed): the viewer's longest stall, the largest gap
+  of a 10 ms Qt timer while the widget runs a round on a 40 x 192 x 192 volume with the
+  widget's own engine thread count, and that round's slices per second.
 
 It prints a markdown table with the thread count (``--threads 1`` gives the throughput the
 widget gets when it leaves a core to the viewer) and runs on the GPU too when CUDA is
@@ -160,6 +163,61 @@ def matmul_peak(dtype: str, threads: int, device: str = "cpu", n: int = 2048) ->
     return 2.0 * n**3 / best / 1e9
 
 
+def two_spheres(shape: tuple[int, int, int] = (40, 192, 192)) -> np.ndarray:
+    """Dark noisy volume (HU) with two bright spheres, left (x = 28 %) and right (x = 72 %)."""
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    r = shape[1] / 6
+    rng = np.random.default_rng(0)
+    vol = -100 + 20 * rng.standard_normal(shape)
+    for xc in (shape[2] * 0.28, shape[2] * 0.72):
+        d2 = (z - shape[0] / 2) ** 2 * (r / (shape[0] / 3)) ** 2 + (y - shape[1] / 2) ** 2
+        vol[d2 + (x - xc) ** 2 < r**2] += 160
+    return vol.astype(np.int16)
+
+
+def viewer_stall(shape: tuple[int, int, int] = (40, 192, 192)) -> dict[str, float]:
+    """The viewer's longest stall (ms) during a round run by the docked widget, as the user
+    gets it: a shown napari viewer, the bundled weights, the widget's engine thread count.
+    A warm-up round loads the model first; the measured round is a second object's."""
+    import napari
+    from qtpy.QtCore import QTimer
+
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.add_image(two_spheres(shape), name="spheres", scale=(2.5, 0.8, 0.8))
+        _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
+        st = w.state
+        z, y = shape[0] // 2, shape[1] // 2
+        st.points.add([z, y, int(shape[2] * 0.28)])
+        w.wait_idle(300)
+        w.new_object()
+        gaps: list[float] = []
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        timer = QTimer()
+        timer.timeout.connect(tick)
+        timer.start(10)
+        w.wait_idle(1)
+        gaps.clear()
+        last[0] = time.perf_counter()
+        st.points.add([z, y, int(shape[2] * 0.72)])
+        w.wait_idle(300)
+        timer.stop()
+        return {
+            "stall_ms": 1000 * max(gaps, default=float("nan")),
+            "ticks": float(len(gaps)),
+            "slices_per_s": float(w.last_round.get("slices_per_s", float("nan"))),
+            "engine_threads": float(w.settings.engine_threads),
+        }
+    finally:
+        viewer.close()
+
+
 def _memory_probe(slices: int, threads: int, weights: str | None) -> None:
     """Run in a fresh process: print the peak RSS (MiB) of one round on a 512^2 volume."""
     import resource
@@ -195,6 +253,7 @@ def run_bench(
     devices: tuple[str, ...] = ("cpu",),
     weights: str | None = None,
     memory_slices: int | None = 400,
+    viewer: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark; return the medians per device (and the raw runs)."""
     import torch
@@ -222,6 +281,8 @@ def run_bench(
     if memory_slices:
         result["peak_rss_mib"] = _peak_memory(memory_slices, threads, weights)
         result["memory_volume"] = [memory_slices, 512, 512]
+    if viewer:
+        result["viewer"] = viewer_stall()
     return result
 
 
@@ -258,6 +319,14 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"Peak memory (RSS of a fresh process, one round + labels on a "
             f"{v[1]} x {v[2]} x {v[0]} int16 volume): {r['peak_rss_mib']:.0f} MiB",
         ]
+    if "viewer" in r:
+        v = r["viewer"]
+        lines += [
+            "",
+            f"Viewer: longest stall {v['stall_ms']:.0f} ms during a widget round "
+            f"({v['slices_per_s']:.1f} slices/s, {v['engine_threads']:.0f} engine thread(s), "
+            f"{v['ticks']:.0f} ticks of a 10 ms timer)",
+        ]
     return "\n".join(lines)
 
 
@@ -277,6 +346,7 @@ def _main(args: argparse.Namespace) -> int:
         devices=devices,
         weights=args.weights,
         memory_slices=None if args.no_memory else args.memory_slices,
+        viewer=args.viewer,
     )
     print(to_markdown(r))
     if args.json:
@@ -296,6 +366,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="weights file (default: bundled)")
     p.add_argument("--memory-slices", type=int, default=400, help="slices of the memory test")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
+    p.add_argument(
+        "--viewer",
+        action="store_true",
+        help="also measure the napari viewer's longest stall during a widget round (display)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=_main)
     return p
