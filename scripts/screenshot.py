@@ -24,10 +24,10 @@ def main(out: str = "docs/widget.png") -> None:
 
     if not model_mod.default_weights_path().is_file():
         # No trained weights yet: a stand-in round (threshold + slice-by-slice propagation, the
-        # widget tests' FakeEngine) so the widget can still be shown. Rerun once weights exist.
+        # tests' FakeEngine) so the widget can still be shown. Rerun once weights exist.
         print("warning: no trained weights bundled; the picture uses the tests' stand-in round")
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "_qt"))
-        from conftest import FakeEngine
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from fakes import FakeEngine
         from napari_limnet.engine import session as session_mod
 
         session_mod.rounds.run_round = FakeEngine(threshold=20, upper=75).run_round

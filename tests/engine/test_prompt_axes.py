@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_session import CALLS, assert_same, cube_volume, fake_round, snapshot
+from test_session import assert_same, cube_volume, snapshot
 
 import napari_limnet
+from fakes import FakeEngine
 from napari_limnet import Session
 from napari_limnet._sample_data import SAMPLE_DIR
 from napari_limnet.engine import session as session_mod
@@ -22,9 +23,9 @@ B = cube_volume() == 120
 
 @pytest.fixture
 def fake(monkeypatch):
-    CALLS.clear()
-    monkeypatch.setattr(session_mod.rounds, "run_round", fake_round)
-    return CALLS
+    eng = FakeEngine()
+    monkeypatch.setattr(session_mod.rounds, "run_round", eng.run_round)
+    return eng.calls
 
 
 def _session() -> Session:
@@ -72,7 +73,8 @@ def test_box_scribble_and_lasso_across_axes(fake):
     s.add_lasso(b, [(3, 19, 17), (8, 19, 17), (8, 19, 28), (3, 19, 28)], axis=1)
     (p,) = s.prompts(b)
     assert p.kind == "lasso" and p.z == 19 and p.coords[:2] == (3.0, 17.0)
-    s.run(b)  # the fake round ignores lassos: the round got it on plane y = 19, as (z, x)
+    np.testing.assert_array_equal(s.run(b), B)
+    # the round got it on plane y = 19, as (z, x)
     assert fake[-1]["prompts"][19].regions == (((3, 17), (8, 17), (8, 28), (3, 28)),)
 
 

@@ -9,82 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 import napari_limnet
+from fakes import FakeEngine
 from napari_limnet import RoundEvent, Session
 from napari_limnet.engine import session as session_mod
 from napari_limnet.engine.prompts import SlicePrompts
 from napari_limnet.engine.rounds import RoundOptions
 
-CALLS: list[dict] = []
-
-
-def fake_round(model, volume, prompts, current, pinned, blocked, options=RoundOptions()):  # noqa: B008
-    """Threshold at 50, keep the components hit by positive prompts, propagate slice by slice."""
-    CALLS.append(
-        {
-            "prompts": dict(prompts),
-            "pinned": set(pinned),
-            "current": {z: current(z) for z in range(volume.shape[0])},
-            "options": options,
-        }
-    )
-    decided: dict[int, np.ndarray] = {}
-
-    def seg2d(z, sp):
-        img = volume.slice(z) > 50
-        seed = np.zeros(img.shape, bool)
-        for y, x, pos in sp.clicks:
-            if pos:
-                seed[int(round(y)), int(round(x))] = True
-        for y0, x0, y1, x1 in sp.boxes:
-            seed[y0 : y1 + 1, x0 : x1 + 1] = True
-        lab, _ = ndimage.label(img)
-        m = np.isin(lab, np.unique(lab[seed & img]))
-        prev = current(z)
-        if prev is not None and not seed.any():
-            m = prev.copy()
-        for y, x, pos in sp.clicks:
-            if not pos:
-                lab2, _ = ndimage.label(m)
-                v = lab2[int(round(y)), int(round(x))]
-                if v:
-                    m[lab2 == v] = False
-        return m
-
-    total = len(prompts)
-    for z in sorted(prompts):
-        m = seg2d(z, prompts[z])
-        b = blocked(z)
-        if b is not None:
-            m &= ~b
-        decided[z] = m
-        yield z, m, total
-    if not options.propagation:
-        return
-    lo = options.z_min if options.z_min is not None else 0
-    hi = options.z_max if options.z_max is not None else volume.shape[0] - 1
-    steps = {"both": (1, -1), "up": (1,), "down": (-1,)}[options.directions]
-    for z0 in sorted(prompts):
-        for step in steps:
-            prev, z = decided[z0], z0 + step
-            while lo <= z <= hi and z not in pinned and z not in prompts and prev.any():
-                m = (volume.slice(z) > 50) & ndimage.binary_dilation(prev, iterations=2)
-                b = blocked(z)
-                if b is not None:
-                    m &= ~b
-                total += 1
-                decided[z] = m
-                yield z, m, total
-                prev, z = m, z + step
-
 
 @pytest.fixture
 def fake(monkeypatch):
-    CALLS.clear()
-    monkeypatch.setattr(session_mod.rounds, "run_round", fake_round)
-    return CALLS
+    """The shared stand-in round (``tests/fakes.py``); returns the list of its calls."""
+    eng = FakeEngine()
+    monkeypatch.setattr(session_mod.rounds, "run_round", eng.run_round)
+    return eng.calls
 
 
 def cube_volume(shape=(12, 32, 32)):
