@@ -53,8 +53,7 @@ class FakeEngine:
 
         options = options or RoundOptions()
         nz = volume.shape[0]
-        lo = 0 if options.z_min is None else options.z_min
-        hi = nz - 1 if options.z_max is None else options.z_max
+        lo, hi = options.z_range if options.z_range is not None else (0, nz - 1)
 
         def seg2d(z, sp):
             img = self._fg(volume.slice(z))
@@ -92,7 +91,7 @@ class FakeEngine:
             yield z, m, total
         if not options.propagation:
             return
-        dirs = {"both": (1, -1), "up": (1,), "down": (-1,)}[options.directions]
+        dirs = {"both": (1, -1), "up": (1,), "down": (-1,)}[options.direction]
         for z0 in sorted(prompts):
             for d in dirs:
                 prev = decided[z0]

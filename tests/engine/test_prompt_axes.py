@@ -129,7 +129,7 @@ def test_z_range_and_direction_concern_the_slice_axis_only(fake):
     s.add_click(a, (5, 8, 9), axis=2)
     s.run(a)
     opts = fake[0]["options"]
-    assert (opts.z_min, opts.z_max, opts.directions) == (None, None, "both")
+    assert (opts.z_range, opts.direction) == (None, "both")
 
 
 @pytest.mark.parametrize(

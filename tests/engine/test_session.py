@@ -146,12 +146,12 @@ def test_options_reach_the_round(fake):
     a = s.new_object()
     s.add_click(a, (5, 8, 8))
     s.run(a)
-    assert fake[-1]["options"] == RoundOptions(False, False, 1, 8, "both")
+    assert fake[-1]["options"] == RoundOptions(False, False, (1, 8), "both")
     assert s.mask(a).sum(axis=(1, 2)).nonzero()[0].tolist() == [5]  # 2D only
     s.propagation, s.fusion, s.direction, s.z_range = True, True, "up", None
     s.add_click(a, (5, 9, 9))
     s.run(a)
-    assert fake[-1]["options"] == RoundOptions(True, True, None, None, "up")
+    assert fake[-1]["options"] == RoundOptions(True, True, None, "up")
     assert s.mask(a).sum(axis=(1, 2)).nonzero()[0].tolist() == [5, 6, 7, 8, 9]
     with pytest.raises(ValueError, match="direction"):
         s.direction = "sideways"

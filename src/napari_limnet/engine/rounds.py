@@ -96,9 +96,8 @@ class VolumeSource(Protocol):
 class RoundOptions:
     fusion: bool = True
     propagation: bool = True
-    z_min: int | None = None  # inclusive limits of propagation (None: volume ends)
-    z_max: int | None = None
-    directions: str = "both"  # "both", "up" (increasing z) or "down"
+    z_range: tuple[int, int] | None = None  # inclusive limits of propagation (None: the ends)
+    direction: str = "both"  # "both", "up" (increasing z) or "down"
     fusion_rule: FusionRule | None = None  # None: the model's (``FusionRule.of``)
 
 
@@ -127,8 +126,8 @@ def run_round(
 
     nz = volume.shape[0]
     spacing_yx = (float(volume.spacing[1]), float(volume.spacing[2]))
-    z_lo = 0 if options.z_min is None else max(0, int(options.z_min))
-    z_hi = nz - 1 if options.z_max is None else min(nz - 1, int(options.z_max))
+    z_lo, z_hi = options.z_range if options.z_range is not None else (0, nz - 1)
+    z_lo, z_hi = max(0, int(z_lo)), min(nz - 1, int(z_hi))
     stops = set(prompts) | {int(z) for z in pinned}
     rule = options.fusion_rule or FusionRule.of(model)
 
@@ -158,9 +157,9 @@ def run_round(
     first_round = not pinned and not any(had_mask.values())
     dirs = []
     if options.propagation and nz > 1:
-        if options.directions in ("both", "up"):
+        if options.direction in ("both", "up"):
             dirs.append(1)
-        if options.directions in ("both", "down"):
+        if options.direction in ("both", "down"):
             dirs.append(-1)
     spans = {}
     for z, _, _ in starts:

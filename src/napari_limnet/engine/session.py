@@ -307,13 +307,11 @@ class Session:
         self._direction = value
 
     def _options(self) -> RoundOptions:
-        lo, hi = self._z_range if self._z_range is not None else (None, None)
         return RoundOptions(
             fusion=bool(self.fusion),
             propagation=bool(self.propagation),
-            z_min=lo,
-            z_max=hi,
-            directions=self._direction,
+            z_range=self._z_range,
+            direction=self._direction,
             fusion_rule=self.fusion_rule,
         )
 
@@ -748,7 +746,7 @@ class Session:
         else:
             volume = self.volume.along(axis)
             # z_range and direction limit propagation along the slice axis only
-            options = replace(plan.options, z_min=None, z_max=None, directions="both")
+            options = replace(plan.options, z_range=None, direction="both")
             own = self._dense(obj, decided)
             others = self._dense(obj, decided, others=True)
             own_a = np.moveaxis(own, axis, 0)
