@@ -684,7 +684,9 @@ class Session:
     def _round(self, plan: _Plan) -> Iterator[RoundEvent]:
         """One pass of ``rounds.run_round`` per axis with new prompts (axis 0 first); each
         pass starts from the masks the passes before it decided."""
-        decided: dict[int, np.ndarray] = {}  # axis-0 slices (Y, X) decided so far
+        # axis-0 slices decided so far, bit-packed (None: empty), so that a round's working
+        # set does not grow by a full slice per slice it decides
+        decided: dict[int, _Packed | None] = {}
         done = 0
         try:
             for axis in sorted(plan.prompts):
@@ -696,16 +698,16 @@ class Session:
             if self._active is not None and self._active[0] is plan.token:
                 self._active = None
 
-    def _before(self, obj: int, decided: dict[int, np.ndarray], z: int) -> np.ndarray | None:
+    def _before(self, obj: int, decided: dict[int, _Packed | None], z: int) -> np.ndarray | None:
         """Slice z of the object as the round's next pass starts (None: empty)."""
-        m = decided.get(z)
-        if m is not None:
-            return m.copy() if m.any() else None
+        if z in decided:
+            p = decided[z]
+            return None if p is None else p.unpack(self.volume.shape[1:])
         with self._lock:
             return self._slice_of(self._objects[obj], z)
 
     def _dense(
-        self, obj: int, decided: dict[int, np.ndarray], *, others: bool = False
+        self, obj: int, decided: dict[int, _Packed | None], *, others: bool = False
     ) -> np.ndarray | None:
         """The object's whole (Z, Y, X) mask as the next pass starts; others=True: the union
         of the other objects' masks instead (None when they have none)."""
@@ -719,12 +721,12 @@ class Session:
                         out = np.zeros(self.volume.shape, bool)
                     out[z, p.y0 : p.y0 + p.h, p.x0 : p.x0 + p.w] |= p.crop()
         if not others:
-            for z, m in decided.items():
-                out[z] = m
+            for z, p in decided.items():
+                out[z] = False if p is None else p.unpack(self.volume.shape[1:])
         return out
 
     def _pass(
-        self, plan: _Plan, axis: int, decided: dict[int, np.ndarray], done: int
+        self, plan: _Plan, axis: int, decided: dict[int, _Packed | None], done: int
     ) -> Iterator[RoundEvent]:
         """The round's prompts across ``axis``: yields their events, then puts the axis-0
         slices the pass changed into ``decided``. Across axis 1 or 2 the round sees the
@@ -761,7 +763,7 @@ class Session:
                 return b.copy() if b is not None and b.any() else None
 
         shape = volume.shape[1:]
-        results: dict[int, np.ndarray] = {}
+        results: dict[int, Any] = {}  # axis 0: packed slices; else whole planes
         with torch.inference_mode():
             it = rounds.run_round(
                 self.model,
@@ -784,7 +786,7 @@ class Session:
                 b = blocked(z)
                 if b is not None:
                     m &= ~b
-                results[z] = m
+                results[z] = _Packed.pack(m) if axis == 0 else m
                 n = done + len(results)
                 yield RoundEvent(z, m.copy(), n, max(done + int(total), n), axis)
         finally:
@@ -801,18 +803,16 @@ class Session:
             if (old is None and own[z].any()) or (
                 old is not None and not np.array_equal(old, own[z])
             ):
-                decided[z] = own[z].copy()
+                decided[z] = _Packed.pack(own[z])
 
-    def _commit(self, plan: _Plan, results: dict[int, np.ndarray]) -> None:
+    def _commit(self, plan: _Plan, results: dict[int, _Packed | None]) -> None:
+        """Store the round's slices (already without other objects' voxels) as one undo step."""
         with self._lock:
             o = self._objects[plan.obj]
             before: dict[int, _Packed | None] = {}
             after: dict[int, _Packed | None] = {}
-            for z, m in results.items():
-                b = self._blocked(plan.obj, z)
-                if b is not None:
-                    m = m & ~b
-                new, old = _Packed.pack(m), o.masks.get(z)
+            for z, new in results.items():
+                old = o.masks.get(z)
                 if (old is None and new is None) or (old is not None and old.same(new)):
                     continue
                 before[z], after[z] = old, new
