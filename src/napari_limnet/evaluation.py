@@ -460,7 +460,9 @@ def compare_results(
 ) -> list[dict[str, Any]]:
     """Per variant, ``new`` against ``base`` on the objects both evaluated.
 
-    Objects are paired by (variant, case, name); both must have run the same number of rounds.
+    Objects are paired by (variant, case, name). When the two ran different numbers of rounds,
+    the first rounds both ran are compared (the Dice after round k does not depend on the
+    rounds that follow it).
     ``variants=(b, n)`` pairs variant ``b`` of ``base`` with variant ``n`` of ``new`` instead
     (one run may be both: ``full`` against ``no_fusion`` is the value of fusion).
     For each round k in ``at`` and the last round: both means, the mean paired change and its
@@ -468,11 +470,7 @@ def compare_results(
     that rose or fell by more than 0.05 at round 6 (or the last, if fewer), and each mean
     curve's largest fall from one round to the next.
     """
-    if base["rounds"] != new["rounds"]:
-        raise ValueError(
-            f"the evaluations ran {base['rounds']} and {new['rounds']} rounds; compare like runs"
-        )
-    rounds = int(base["rounds"])
+    rounds = min(int(base["rounds"]), int(new["rounds"]))
 
     def index(data: dict[str, Any], only: str | None) -> dict[tuple[str, str, str], np.ndarray]:
         found = {o["variant"] for o in data["objects"]}
@@ -483,7 +481,7 @@ def compare_results(
                 f"{variants[1]} vs {variants[0]}" if variants else o["variant"],
                 o["case_id"],
                 o["name"],
-            ): np.asarray(o["dice"], float)
+            ): np.asarray(o["dice"], float)[:rounds]
             for o in data["objects"]
             if only is None or o["variant"] == only
         }

@@ -77,9 +77,14 @@ def test_variants_of_one_run_pair_by_object() -> None:
         compare_results(NEW, NEW, variants=("fusion", "full"))
 
 
-def test_unlike_runs_are_refused() -> None:
-    with pytest.raises(ValueError, match="ran 3 and 4 rounds"):
-        compare_results(BASE, _run(NEW["objects"], rounds=4))
+def test_runs_of_different_lengths_compare_their_common_rounds() -> None:
+    longer = _run([{**o, "dice": o["dice"] + [0.95]} for o in NEW["objects"]], rounds=4)
+    assert compare_results(BASE, longer, at=(1, 2)) == compare_results(BASE, NEW, at=(1, 2))
+    (row,) = compare_results(_run(BASE["objects"][:1], 3), _run(longer["objects"][:1], 4))
+    assert row["rounds"] == 3
+
+
+def test_runs_without_common_objects_are_refused() -> None:
     with pytest.raises(ValueError, match="no object in common"):
         compare_results(BASE, _run([_obj("full", "c9", "x", [0.1, 0.2, 0.3])]))
 
