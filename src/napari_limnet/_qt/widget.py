@@ -19,6 +19,7 @@ Life of an image in the widget
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,20 @@ REFRESH_SECONDS = 0.25
 _MODEL_CACHE: dict[tuple[str, str | None], Any] = {}
 _MODEL_LOCK = threading.Lock()
 _NO_MODEL = object()  # a session's model until its first round loads the real one
+
+
+def _after_round(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A widget action that changes objects: while a round runs, the round is cancelled and
+    the action runs when it has ended (the call then returns None)."""
+
+    @functools.wraps(method)
+    def wrapper(self: LimNetWidget, *args: Any, **kwargs: Any) -> Any:
+        if self._worker is not None:
+            self._run_when_idle(lambda: method(self, *args, **kwargs))
+            return None
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def get_model(weights: str, device: str | None) -> Any:
@@ -1223,26 +1238,22 @@ class LimNetWidget(QWidget):
         self._update_objects_panel()
         return obj
 
+    @_after_round
     def new_object(self) -> int | None:
         """Start the next object (key O); its first click segments it."""
         st = self.state
         if st is None:
             self._message(check_image(None) or "", "warning")
             return None
-        if self._worker is not None:
-            self._run_when_idle(self.new_object)
-            return None
         obj = self._new_object_now(st)
         self.status.setText(f"Object {obj}: click on it.")
         return obj
 
+    @_after_round
     def select_object(self, obj: int) -> None:
         """Resume refining an earlier object: its prompts are shown again."""
         st = self.state
         if st is None or obj not in st.objects:
-            return
-        if self._worker is not None:
-            self._run_when_idle(lambda: self.select_object(obj))
             return
         st.current = obj
         st.labels.selected_label = obj
@@ -1285,12 +1296,10 @@ class LimNetWidget(QWidget):
         self._update_objects_panel()
         self.autosave(st)
 
+    @_after_round
     def delete_object(self, obj: int) -> None:
         st = self.state
         if st is None or obj not in st.objects:
-            return
-        if self._worker is not None:
-            self._run_when_idle(lambda: self.delete_object(obj))
             return
         if self._refuse_locked(st, obj):
             return
@@ -1348,6 +1357,7 @@ class LimNetWidget(QWidget):
         self._show_prompts(st, [from_session_prompt(p) for p in st.session.prompts(obj)])
         self._after_change(st)
 
+    @_after_round
     def import_labels(self, name: str) -> list[int]:
         """Take in a Labels layer: each label value starts an object with that mask."""
         st = self.state
@@ -1365,9 +1375,6 @@ class LimNetWidget(QWidget):
                 f"{st.labels.data.shape}; it cannot be taken in.",
                 "error",
             )
-            return []
-        if self._worker is not None:
-            self._run_when_idle(lambda: self.import_labels(name))
             return []
         names = layer_label_names(layer)
         self.sync_brush_edits(st)
@@ -1518,6 +1525,7 @@ class LimNetWidget(QWidget):
         ]
         self.autosaver.save(paths, np.array(st.labels.data, copy=True), self._autosave_meta(st))
 
+    @_after_round
     def restore_autosave(self, path: str | Path | None = None) -> bool:
         """Load autosaved labels, names and prompts for the current image; True on success."""
         st = self.state
@@ -1528,9 +1536,6 @@ class LimNetWidget(QWidget):
             path = autosave_mod.find_autosave(st.image, st.session.shape)
         if path is None:
             self._message("No autosaved work for this image.", "warning")
-            return False
-        if self._worker is not None:
-            self._run_when_idle(lambda: self.restore_autosave(path))
             return False
         try:  # checked whole before the current objects are touched
             labels, meta = autosave_mod.load(path, st.session.shape)
