@@ -299,11 +299,14 @@ def to_markdown(r: dict[str, Any]) -> str:
     for dev, d in r["devices"].items():
         m, pk = d["median"], d.get("peak", {})
         rate = m.get("gflop_per_s", float("nan"))
+        # bf16 slower than fp32: no bf16 units, the product is emulated; no peak to compare
+        emulated = pk.get("bf16", 0.0) < pk.get("fp32", 0.0)
+        bf16 = "- (emulated)" if emulated else f"{100 * rate / pk.get('bf16', float('nan')):.0f} %"
         lines.append(
             f"| {dev} | {1000 * m['first_response_s']:.0f} | {m['slices_per_s']:.1f} "
             f"| {m['round_s']:.2f} | {m['slices']:.0f} | {m.get('gflop_per_slice', 0):.2f} "
             f"| {rate:.0f} | {100 * rate / pk.get('fp32', float('nan')):.0f} % "
-            f"| {100 * rate / pk.get('bf16', float('nan')):.0f} % |"
+            f"| {bf16} |"
         )
     for dev, d in r["devices"].items():
         pk = d.get("peak")
