@@ -124,12 +124,12 @@ def test_panel_scrolls_on_a_laptop_screen(dock, qtbot):
     assert w.scroll.verticalScrollBar().maximum() > 0
 
 
-def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volume, tmp_path):
-    """Export writes on the scan's grid with the names; per object: one 0/1 file each."""
+def _scan_from_file(make_napari_viewer, volume, tmp_path):
+    """(viewer, widget, path): ``volume`` written as a NIfTI file, read with the plugin's reader
+    and docked, as a user opens a scan; the file keeps the source grid for the writer."""
     import nibabel as nib
 
     from napari_limnet._reader import read_volume
-    from napari_limnet.io import load_volume
 
     src = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.8, 0.8, 2.5, 1.0])), src)
@@ -137,6 +137,15 @@ def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volum
     _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
     ((data, kwargs, _),) = read_volume(src)
     viewer.add_image(data, **kwargs)
+    return viewer, w, src
+
+
+def test_export_one_map_and_one_file_per_object(make_napari_viewer, qtbot, volume, tmp_path):
+    """Export writes on the scan's grid with the names; per object: one 0/1 file each."""
+
+    from napari_limnet.io import load_volume
+
+    viewer, w, src = _scan_from_file(make_napari_viewer, volume, tmp_path)
     st = w.state
     two_objects(qtbot, w, [10, 32, 20], [10, 32, 46])
     w.rename_object(1, "left kidney")
@@ -233,18 +242,11 @@ def test_hide_and_lock_an_object(dock, qtbot):
 def test_napari_save_dialog_writes_nifti(make_napari_viewer, qtbot, volume, tmp_path, monkeypatch):
     """File > Save Selected Layers with the dialog's default file type and a .nii.gz name: the
     plugin's writer saves the labels on the scan's grid (napari's builtin one could not)."""
-    import nibabel as nib
     from napari._qt import qt_viewer
 
-    from napari_limnet._reader import read_volume
     from napari_limnet.io import load_volume
 
-    src = tmp_path / "scan.nii.gz"
-    nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.8, 0.8, 2.5, 1.0])), src)
-    viewer = make_napari_viewer()
-    _, w = viewer.window.add_plugin_dock_widget("napari-limnet")
-    ((data, kwargs, _),) = read_volume(src)
-    viewer.add_image(data, **kwargs)
+    viewer, w, src = _scan_from_file(make_napari_viewer, volume, tmp_path)
     st = w.state
     st.points.add([10, 32, 20])
     wait_round(qtbot, w)

@@ -56,6 +56,15 @@ def assert_same(a: tuple, b: tuple) -> None:
     np.testing.assert_array_equal(a[3], b[3])
 
 
+def assert_refused(sess: Session, call) -> None:
+    """``call()`` raises a ValueError with a message and leaves the session as it was."""
+    before = snapshot(sess)
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value)
+    assert_same(snapshot(sess), before)
+
+
 # -- the contract ----------------------------------------------------------------------------
 def test_public_names():
     assert napari_limnet.Session is Session
@@ -423,11 +432,7 @@ def test_bad_input_raises_and_changes_nothing(s, call):
     s.add_click(a, (5, 8, 8))
     s.run(a)
     s.add_click(a, (6, 8, 8))
-    before = snapshot(s)
-    with pytest.raises(ValueError) as info:
-        call(s, a)
-    assert str(info.value)
-    assert_same(snapshot(s), before)
+    assert_refused(s, lambda: call(s, a))
     assert s.new_object() == 2  # the id counter did not move either
 
 

@@ -84,14 +84,19 @@ def _model(weights: str | None, device: str) -> tuple[Any, str]:
         return LimNetModel(LimNet(), torch.device(device)), "untrained (no weights file)"
 
 
-def _one_round(vol: np.ndarray, model: Any, threads: int) -> dict[str, float]:
+def _organ_session(vol: np.ndarray, model: Any, threads: int) -> tuple[Any, int, tuple]:
+    """A fresh session on ``make_ct``'s volume, one object, and the click at its organ."""
     from ..engine.session import Session
 
     Z, Y, X = vol.shape
     s = Session(vol, spacing=(1.0, 0.8, 0.8), model=model, threads=threads)
-    obj = s.new_object()
+    return s, s.new_object(), (Z // 2, int(0.45 * Y), int(0.55 * X))
+
+
+def _one_round(vol: np.ndarray, model: Any, threads: int) -> dict[str, float]:
+    s, obj, click = _organ_session(vol, model, threads)
     t0 = time.perf_counter()
-    s.add_click(obj, (Z // 2, int(0.45 * Y), int(0.55 * X)))
+    s.add_click(obj, click)
     it = s.run_iter(obj)
     next(it)
     t1 = time.perf_counter()
@@ -113,12 +118,8 @@ def round_flops(vol: np.ndarray, model: Any, threads: int) -> dict[str, float]:
     (the prompted slice) and of the whole round, and its number of slices."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..engine.session import Session
-
-    Z, Y, X = vol.shape
-    s = Session(vol, spacing=(1.0, 0.8, 0.8), model=model, threads=threads)
-    obj = s.new_object()
-    s.add_click(obj, (Z // 2, int(0.45 * Y), int(0.55 * X)))
+    s, obj, click = _organ_session(vol, model, threads)
+    s.add_click(obj, click)
     counter = FlopCounterMode(display=False)
     with counter:
         it = s.run_iter(obj)
