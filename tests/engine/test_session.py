@@ -7,6 +7,8 @@ real round with ``napari_limnet.load_model()`` on a tiny volume.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -14,8 +16,9 @@ import napari_limnet
 from fakes import FakeEngine
 from napari_limnet import RoundEvent, Session
 from napari_limnet.engine import session as session_mod
-from napari_limnet.engine.prompts import SlicePrompts
+from napari_limnet.engine.prompts import Prompt, SlicePrompts
 from napari_limnet.engine.rounds import RoundOptions
+from napari_limnet.engine.volume import Volume
 
 
 @pytest.fixture
@@ -455,6 +458,52 @@ def test_bad_session_arguments():
 
 
 # -- 2D images -------------------------------------------------------------------------------
+def test_prompts_are_checked_without_a_session():
+    """``Prompt``'s constructors check against the volume's shape alone (``limnet segment``
+    checks a prompt file so, before any weights load)."""
+    vol = Volume(cube_volume())
+    assert Prompt.click(vol, (5, 8, 9)) == Prompt("click", 5, (8.0, 9.0), True)
+    assert Prompt.box(vol, 20, (1, 2, 3, 4), axis=2).z == 20
+    with pytest.raises(ValueError, match="outside the volume"):
+        Prompt.click(vol, (12, 8, 9))
+    with pytest.raises(ValueError, match="no area"):
+        Prompt.box(vol, 3, (4, 4, 4, 9))
+    with pytest.raises(ValueError, match="one slice"):
+        Prompt.scribble(vol, [(2, 4, 4), (3, 5, 5)])
+
+
+def test_a_model_source_is_called_by_each_round_in_its_thread(monkeypatch):
+    """``model`` may be a function: a round calls it in the thread that runs the round, and
+    making the session loads nothing (a viewer never loads weights on its main thread)."""
+    eng = FakeEngine()
+    given = []
+
+    def run_round(model, *args, **kwargs):
+        given.append(model)
+        return eng.run_round(model, *args, **kwargs)
+
+    monkeypatch.setattr(session_mod.rounds, "run_round", run_round)
+    loaded = object()
+    calls = []
+
+    def source():
+        calls.append(threading.get_ident())
+        return loaded
+
+    sess = Session(cube_volume(), model=source)
+    assert calls == [] and sess.model is source
+    obj = sess.new_object()
+    sess.add_click(obj, (5, 8, 8))
+    worker = threading.Thread(target=sess.run, args=(obj,))
+    worker.start()
+    worker.join()
+    assert calls == [worker.ident] and given == [loaded]
+    assert sess.mask(obj)[5, 8, 8]
+    sess.add_click(obj, (7, 9, 9))
+    sess.run(obj)
+    assert calls == [worker.ident, threading.get_ident()] and given == [loaded, loaded]
+
+
 def test_2d_image(fake):
     img = cube_volume()[5]
     s = Session(img, spacing=(0.5, 0.5), model=object())

@@ -164,21 +164,22 @@ def segment(
     **session_kwargs: Any,
 ) -> np.ndarray:
     """Run the prompts' rounds on ``volume``; return the label map (dtype fits the labels)."""
+    from ..engine.prompts import Prompt
     from ..engine.session import Session
+    from ..engine.volume import Volume
 
-    # validate every prompt against the volume first (fast; no model needed)
-    check = Session(volume, spacing=spacing, model=object())
+    # check every prompt against the volume first (fast; before the weights load)
+    vol = Volume(volume, spacing)
     for i, o in enumerate(objects):
-        obj = check.new_object()
         for r, rnd in enumerate(o["rounds"]):
             try:
                 for zyx, pos, axis in rnd["clicks"]:
-                    check.add_click(obj, zyx, positive=pos, axis=axis)
+                    Prompt.click(vol, zyx, positive=pos, axis=axis)
                 for z, box, axis in rnd["boxes"]:
-                    check.add_box(obj, z, box, axis=axis)
+                    Prompt.box(vol, z, box, axis=axis)
             except ValueError as exc:
                 raise ValueError(f"objects[{i}] ({o['name']}) round {r + 1}: {exc}") from exc
-    s = Session(check.volume, model=model, **session_kwargs)
+    s = Session(vol, model=model, **session_kwargs)
     ids: dict[int, int] = {}
     for o in objects:
         obj = s.new_object()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from . import rounds
 from .fusion import FusionRule
-from .prompts import SlicePrompts, stroke_points
+from .prompts import Prompt, SlicePrompts, slice_prompts
 from .rounds import RoundOptions
 from .volume import Volume
 
@@ -44,36 +44,6 @@ class RoundEvent:
     done: int
     total: int
     axis: int = 0
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One click, box, scribble or lasso of an object, as listed by :meth:`Session.prompts`.
-
-    kind: "click", "box", "scribble" or "lasso".
-    z: the slice: its index along ``axis``.
-    coords: (y, x) for a click; (y0, x0, y1, x1) inclusive corners for a box; the vertices
-    (y0, x0, y1, x1, ...) of the stroke's polyline for a scribble, of the closed polygon for
-    a lasso. For a prompt on another axis "y" and "x" are the slice's own two axes in volume
-    order: (z, x) across axis 1, (z, y) across axis 2.
-    positive: False for a negative (background) click or scribble; boxes and lassos are
-    always positive.
-    round: the round (1, 2, ...) that used the prompt, or None while it is pending.
-    axis: the volume axis normal to the prompt's slice (0: an axial slice of an axial scan).
-    """
-
-    kind: Literal["click", "box", "scribble", "lasso"]
-    z: int
-    coords: tuple[float, ...]
-    positive: bool = True
-    round: int | None = None
-    axis: int = 0
-    uid: int = field(default=0, compare=False, repr=False)
-
-    @property
-    def pending(self) -> bool:
-        """True until a round has used the prompt."""
-        return self.round is None
 
 
 class _Packed:
@@ -148,31 +118,6 @@ class _Plan:
     options: RoundOptions
 
 
-def _rest(axis: int) -> tuple[int, int]:
-    """The two volume axes of a slice across ``axis``, in volume order."""
-    r0, r1 = (a for a in range(3) if a != axis)
-    return r0, r1
-
-
-def _slice_prompts(on_slice: list[Prompt]) -> SlicePrompts:
-    """The prompts of one slice as the round takes them."""
-    clicks: list[tuple[float, float, bool]] = []
-    for p in on_slice:
-        if p.kind == "click":
-            clicks.append((p.coords[0], p.coords[1], p.positive))
-        elif p.kind == "scribble":  # a stroke: clicks close enough to merge into a line
-            clicks.extend((y, x, p.positive) for y, x in stroke_points(p.coords))
-    return SlicePrompts(
-        clicks=tuple(clicks),
-        boxes=tuple(tuple(int(c) for c in p.coords) for p in on_slice if p.kind == "box"),  # type: ignore[misc]
-        regions=tuple(
-            tuple(zip(p.coords[0::2], p.coords[1::2], strict=True))
-            for p in on_slice
-            if p.kind == "lasso"
-        ),
-    )
-
-
 def _no_events() -> Iterator[RoundEvent]:
     """The empty round (nothing new): a generator that yields nothing."""
     yield from ()
@@ -218,7 +163,11 @@ class Session:
     ----------
     volume: the image (see :class:`~napari_limnet.engine.volume.Volume`).
     spacing: (sz, sy, sx) (or (sy, sx) for 2D); None: 1.0 (or the spacing of a ``Volume``).
-    model: a loaded model; None loads the bundled default (``napari_limnet.load_model()``).
+    model: a loaded model (``napari_limnet.load_model()``); None loads the bundled default;
+    or a function of no arguments that returns one, called at the start of every round in
+    the thread that runs it (a viewer loads weights in its worker thread, and a cache behind
+    the function may hand over other weights between rounds). The attribute ``model`` holds
+    what was given.
     fusion, propagation: switch multi-round fusion / propagation (off: 2D only) on or off.
     threads: torch CPU threads (``torch.set_num_threads``, process-wide); None leaves it.
     z_range: inclusive (z_min, z_max) limits of propagation; None: the whole volume.
@@ -259,7 +208,7 @@ class Session:
             from .model import load_model
 
             model = load_model()
-        self.model = model
+        self.model: Any = model
         self._objects: dict[int, _Object] = {}
         self._next_id = 1
         self._next_uid = 1
@@ -353,39 +302,11 @@ class Session:
             self._objects[obj] = _Object()
 
     # -- prompts ---------------------------------------------------------------------------
-    def _index(self, value: Any, axis: int, what: str) -> int:
-        n = self.volume.shape[axis]
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a number, not {value!r}") from None
-        if not np.isfinite(f):
-            raise ValueError(f"{what} must be a finite number, not {value!r}")
-        i = int(round(f))
-        if not 0 <= i < n:
-            axis_name = "zyx"[axis]
-            raise ValueError(
-                f"{what} = {value} is outside the volume ({axis_name} must be in 0..{n - 1})"
-            )
-        return i
-
     def _add(self, obj: int, prompt: Prompt) -> None:
         with self._lock:
             o = self._get(obj)
             o.pending.append(replace(prompt, uid=self._next_uid))
             self._next_uid += 1
-
-    def _axis(self, axis: Any) -> int:
-        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-            raise ValueError(f"axis must be 0, 1 or 2, not {axis!r}")
-        if self.volume.is_2d and axis != 0:
-            raise ValueError(f"a 2D image has one slice: axis must be 0, not {axis}")
-        if not 0 <= axis <= 2:
-            raise ValueError(
-                f"axis must be 0, 1 or 2 (the volume axis normal to the prompt's slice), "
-                f"not {axis}"
-            )
-        return int(axis)
 
     def add_click(
         self, obj: int, point: Sequence[float], positive: bool = True, axis: int = 0
@@ -396,19 +317,8 @@ class Session:
         axis normal to the slice the click was placed on (2 for a sagittal view of an axial
         scan); the 2D step then runs on that plane and propagation along that axis.
         """
-        o = self._get(obj)  # noqa: F841 (validates obj first)
-        a = self._axis(axis)
-        try:
-            pt = [float(v) for v in point]
-        except (TypeError, ValueError):
-            raise ValueError(f"a click is (z, y, x) voxel indices, not {point!r}") from None
-        if self.volume.is_2d and len(pt) == 2:
-            pt = [0.0, *pt]
-        if len(pt) != 3:
-            raise ValueError(f"a click is (z, y, x) voxel indices, not {tuple(point)!r}")
-        idx = [self._index(v, k, f"click {'zyx'[k]}") for k, v in enumerate(pt)]
-        r0, r1 = _rest(a)
-        self._add(obj, Prompt("click", idx[a], (pt[r0], pt[r1]), bool(positive), axis=a))
+        self._get(obj)
+        self._add(obj, Prompt.click(self.volume, point, positive, axis))
 
     def add_box(self, obj: int, z: int, box: Sequence[int], axis: int = 0) -> None:
         """Add a pending box on slice ``z``: ``(y0, x0, y1, x1)``, inclusive corners.
@@ -417,77 +327,21 @@ class Session:
         corners are given in the slice's own two axes, in volume order.
         """
         self._get(obj)
-        a = self._axis(axis)
-        try:
-            b = [float(v) for v in box]
-        except (TypeError, ValueError):
-            raise ValueError(f"a box is (y0, x0, y1, x1), not {box!r}") from None
-        if len(b) != 4:
-            raise ValueError(f"a box is (y0, x0, y1, x1), not {tuple(box)!r}")
-        r0, r1 = _rest(a)
-        n0, n1 = "zyx"[r0], "zyx"[r1]
-        zi = self._index(z, a, f"box {'zyx'[a]}")
-        y0, y1 = sorted((self._index(b[0], r0, f"box {n0}0"), self._index(b[2], r0, f"box {n0}1")))
-        x0, x1 = sorted((self._index(b[1], r1, f"box {n1}0"), self._index(b[3], r1, f"box {n1}1")))
-        if y0 == y1 or x0 == x1:
-            raise ValueError(
-                f"the box {tuple(box)} has no area (its corners share a row or a column)"
-            )
-        self._add(obj, Prompt("box", zi, (y0, x0, y1, x1), True, axis=a))
-
-    def _slice_points(self, points: Any, what: str, axis: int) -> tuple[int, tuple[float, ...]]:
-        """(N, 3) voxel indices on one slice across ``axis`` -> (index along the axis,
-        (y0, x0, y1, x1, ...) in the slice's own two axes)."""
-        try:
-            pts = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"a {what} is (N, 3) voxel indices (z, y, x), not {points!r}"
-            ) from None
-        if self.volume.is_2d and pts.ndim == 2 and pts.shape[1] == 2:
-            pts = np.concatenate([np.zeros((len(pts), 1)), pts], 1)
-        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-            raise ValueError(
-                f"a {what} is (N, 3) voxel indices (z, y, x), not an array of shape {pts.shape}"
-            )
-        if not np.isfinite(pts).all():
-            raise ValueError(f"a {what} must have finite coordinates")
-        name = "zyx"[axis]
-        zs = {self._index(v, axis, f"{what} {name}") for v in pts[:, axis]}
-        if len(zs) != 1:
-            raise ValueError(
-                f"a {what} must lie on one slice; its points are on slices {sorted(zs)} "
-                f"of axis {axis} ({name})"
-            )
-        rest = _rest(axis)
-        for row in pts:
-            for k in rest:
-                self._index(row[k], k, f"{what} {'zyx'[k]}")
-        return zs.pop(), tuple(float(v) for v in pts[:, list(rest)].ravel())
+        self._add(obj, Prompt.box(self.volume, z, box, axis))
 
     def add_scribble(self, obj: int, points: Any, positive: bool = True, axis: int = 0) -> None:
         """Add a pending scribble: ``points`` (N, 3) voxel indices on one slice, joined as a
         polyline (one point is a click). positive=False: a stroke across a wrong region.
         axis: as for :meth:`add_click`."""
         self._get(obj)
-        a = self._axis(axis)
-        z, coords = self._slice_points(points, "scribble", a)
-        self._add(obj, Prompt("scribble", z, coords, bool(positive), axis=a))
+        self._add(obj, Prompt.scribble(self.volume, points, positive, axis))
 
     def add_lasso(self, obj: int, points: Any, axis: int = 0) -> None:
         """Add a pending lasso: the vertices ``points`` (N >= 3, 3) of a closed polygon drawn
         roughly around the object on one slice (voxel indices). axis: as for
         :meth:`add_click`."""
         self._get(obj)
-        a = self._axis(axis)
-        z, coords = self._slice_points(points, "lasso", a)
-        if len(coords) < 6:
-            raise ValueError("a lasso needs at least 3 vertices")
-        ys, xs = np.asarray(coords[0::2]), np.asarray(coords[1::2])
-        area = 0.5 * abs(float(np.dot(ys, np.roll(xs, 1)) - np.dot(xs, np.roll(ys, 1))))
-        if area < 1.0:
-            raise ValueError("the lasso encloses no area (its vertices are on one line)")
-        self._add(obj, Prompt("lasso", z, coords, True, axis=a))
+        self._add(obj, Prompt.lasso(self.volume, points, axis))
 
     def prompts(self, obj: int) -> list[Prompt]:
         """The object's prompts: past ones (``round`` set) first, then pending ones."""
@@ -645,7 +499,7 @@ class Session:
         by_axis: dict[int, dict[int, SlicePrompts]] = {}
         for a, z in sorted(changed):
             on_z = [p for p in kept + o.pending if p.axis == a and p.z == z]
-            by_axis.setdefault(a, {})[z] = _slice_prompts(on_z)
+            by_axis.setdefault(a, {})[z] = slice_prompts(on_z)
         pinned = {
             a: frozenset(p.z for p in kept if p.axis == a) - set(by_axis[a]) for a in by_axis
         }
@@ -681,6 +535,15 @@ class Session:
             pass
         return self.mask(obj)
 
+    def _loaded_model(self) -> Any:
+        """The model for this round: ``model`` itself, or what its function returns."""
+        from .model import LimNetModel
+
+        m = self.model
+        if callable(m) and not isinstance(m, LimNetModel):
+            return m()
+        return m
+
     def _round(self, plan: _Plan) -> Iterator[RoundEvent]:
         """One pass of ``rounds.run_round`` per axis with new prompts (axis 0 first); each
         pass starts from the masks the passes before it decided."""
@@ -689,8 +552,9 @@ class Session:
         decided: dict[int, _Packed | None] = {}
         done = 0
         try:
+            model = self._loaded_model()
             for axis in sorted(plan.prompts):
-                for ev in self._pass(plan, axis, decided, done):
+                for ev in self._pass(model, plan, axis, decided, done):
                     done = ev.done
                     yield ev
             self._commit(plan, decided)
@@ -726,7 +590,7 @@ class Session:
         return out
 
     def _pass(
-        self, plan: _Plan, axis: int, decided: dict[int, _Packed | None], done: int
+        self, model: Any, plan: _Plan, axis: int, decided: dict[int, _Packed | None], done: int
     ) -> Iterator[RoundEvent]:
         """The round's prompts across ``axis``: yields their events, then puts the axis-0
         slices the pass changed into ``decided``. Across axis 1 or 2 the round sees the
@@ -766,7 +630,7 @@ class Session:
         results: dict[int, Any] = {}  # axis 0: packed slices; else whole planes
         with torch.inference_mode():
             it = rounds.run_round(
-                self.model,
+                model,
                 volume,
                 plan.prompts[axis],
                 current,
