@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train several one-stage configs at once on one GPU (one process each), then export each
 # run as a weights file whose other networks are the shipped ones, ready for `limnet eval
-# --weights`. For short comparisons on a lent GPU (the sixth session's continuation runs and
-# docs/training/next_gpu/ were made for this).
+# --weights`. For short comparisons on a lent GPU (continuation runs and base trainings of
+# the interaction network were compared this way: docs/decisions.md, "Training recipe").
 #   scripts/train_gpu_variants.sh CONFIG_DIR DATA OUT [SECONDS_LIMIT]
 # CONFIG_DIR: *.json `limnet train` configs, each with exactly one stage and its own "out".
 # DATA: ../shared/data/cases.json, "" (each config's own "cases"), or a folder of .npz volumes written by

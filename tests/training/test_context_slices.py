@@ -155,11 +155,11 @@ def test_one_slice_network_reads_no_neighbours(tmp_path: Path) -> None:
 
 
 def test_prepared_training_configs_load() -> None:
-    """The configs kept under docs/training (run or ready to run) still load."""
+    """The configs kept under docs/training (the shipped recipe, the run in progress) still load."""
     root = Path(__file__).resolve().parents[2] / "docs" / "training"
     # (check_objects/ holds lists of evaluation objects, not configs)
     paths = sorted(p for p in root.glob("*/*.json") if p.parent.name != "check_objects")
-    assert any(p.parent.name == "next_gpu" for p in paths)
+    assert any(p.parent.name == "recipe" for p in paths)
     for p in paths:
         cfg = T.TrainConfig.load(p)
         assert cfg.stages and cfg.interaction_context >= 0, p

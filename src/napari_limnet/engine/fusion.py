@@ -25,7 +25,7 @@ GROW_RATIO = 1.0
 # training cases (10 clicks) Dice@6/@10 went from 0.588/0.642 (scorer only, 0.99) to
 # 0.618/0.667 (this rule only), 0.615/0.659 without fusion; objects falling by more than 0.05
 # from one click to the next: 14, 11 and 16 times; 0.7 gave the same. "Never grow" after a
-# negative click changed nothing measurable (docs/training/experiments.md).
+# negative click changed nothing measurable (docs/decisions.md, "Fusion and the scorer").
 SHRINK_RATIO = 0.5
 # The scorer also keeps the old mask where it is surer than this that the old one was better;
 # 1 switches it off, as for the shipped weights (it ranks real masks poorly: with the area rule

@@ -136,8 +136,8 @@ class InteractionEnsemble(nn.Module):
     Each member reads the channels of its own input width from the widest member's input
     (``context_slices`` is the widest member's): a one-slice member the first ``IN_CH``, a
     2.5D member of context c the slices z-c .. z-1, z+1 .. z+c. Two networks trained with
-    different recipes err on different slices, so their mean is better than either (see
-    ``docs/training/experiments.md``, thirteenth session).
+    different recipes err on different slices, so their mean is better than either
+    (``docs/decisions.md``, "Interaction ensemble").
     """
 
     def __init__(

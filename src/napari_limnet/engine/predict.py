@@ -174,7 +174,8 @@ def segment_slice(
         # Zoom in when the object is much smaller than the window. Only a first click (nothing
         # known of the object's size) zooms out: a correction's window already holds the
         # previous mask and the clicks, and a mask that outgrows it is mostly a leak, which a
-        # wider pass fed with that mask made worse (see ``docs/training/experiments.md``).
+        # wider pass fed with that mask made worse (docs/decisions.md, "2D step: windows and
+        # zoom").
         grows = nxt.side_mm > window.side_mm
         if 0.6 * window.side_mm <= nxt.side_mm and (not grows or has_prev):
             break

@@ -316,14 +316,16 @@ MIN_AREA_FRACTION = 0.15
 # neighbouring structure, less sure of it (median confidence of masks on slices without the object
 # 0.918 against 0.940 with it, first clicks on 120 training-case objects). On those objects
 # one-click Dice +0.018 +- 0.006; from 6 clicks on the corrections had mended the same leaks
-# anyway (Dice@6 -0.002 +- 0.004). In later rounds it gave nothing more (twenty-fourth session).
+# anyway (Dice@6 -0.002 +- 0.004). In later rounds it gave nothing more (docs/decisions.md,
+# "Propagation and the memory network").
 CONF_DROP = 0.06
 CONF_SLICES = 3
 # In later rounds the object spreads to a slice that had no mask only where the network's
 # confidence is at least this (the 5 % quantile on slices holding the object above was 0.864).
 # A positive click on an object's tip carried it 30 slices into a neighbouring structure at
 # 0.78-0.90; a drop against the run's start cannot catch that. On the training-case checks:
-# Dice@6 +0.006 +- 0.003, Dice@10 +0.003 +- 0.002 (twenty-fourth session).
+# Dice@6 +0.006 +- 0.003, Dice@10 +0.003 +- 0.002 (docs/decisions.md, "Propagation and the
+# memory network").
 EXTEND_CONFIDENCE = 0.85
 
 AGREE_DICE = 0.97  # a correction round stops where new and old masks agree this well ...
@@ -350,7 +352,7 @@ def _reach(
       slice prompted in an earlier round: the far half keeps its masks. Carried all the way,
       a "less here" click spoils masks that an earlier prompt, nearer to them, had made (on
       the training-case checks: Dice@6 +0.006, objects falling by more than 0.05 from one
-      click to the next 62 -> 49; see ``docs/training/experiments.md``).
+      click to the next 62 -> 49; ``docs/decisions.md``, "Round rules").
     A click asking for more goes the whole way (growth needs it); fusion keeps it from
     shrinking the masks there.
     """
