@@ -68,6 +68,7 @@ from .layers import (
     view_axis,
 )
 from .objects_panel import ObjectInfo, ObjectsPanel
+from .round_runner import RoundRunner
 from .settings import (
     DEVICES,
     WINDOW_PRESETS,
@@ -77,7 +78,6 @@ from .settings import (
     robust_limits,
     window_limits,
 )
-from .worker import start_round
 
 # Below this many voxels the Labels layer is compared with the session before every round
 # (catches any edit); above it, only paint events mark objects as edited.
@@ -98,8 +98,8 @@ def _after_round(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: LimNetWidget, *args: Any, **kwargs: Any) -> Any:
-        if self._worker is not None:
-            self._run_when_idle(lambda: method(self, *args, **kwargs))
+        if self.runner.busy:
+            self.runner.when_idle(lambda: method(self, *args, **kwargs))
             return None
         return method(self, *args, **kwargs)
 
@@ -214,14 +214,10 @@ class LimNetWidget(QWidget):
         self._syncing = False
         self._creating = False
         self._own_labels: set[str] = set()  # names of the result layers this widget made
-        self._worker: Any = None
-        self._events_iter: Any = None
+        self.runner = RoundRunner()
         self._round_obj: int | None = None
-        self._round_completed = False
         self._round_touched: set[int] = set()  # axis-0 slices the round may have changed
         self._round_decided: set[tuple[int, int]] = set()  # (axis, slice) the round decided
-        self._restart = False
-        self._deferred: list[Callable[[], None]] = []
         self._t_round = 0.0
         self._t_first: float | None = None
         self._pending: list = []  # RoundEvents received, not yet written into the layer
@@ -509,7 +505,7 @@ class LimNetWidget(QWidget):
             except ValueError as e:
                 self._message(str(e), "warning")
 
-        self._run_when_idle(apply)
+        self.runner.when_idle(apply)
 
     # ---------------------------------------------------------------- images
     def _image_layers(self) -> list:
@@ -593,9 +589,8 @@ class LimNetWidget(QWidget):
             return None
         if self.state is not None and _layer_key(self.state.image) == _layer_key(image):
             return self.state
-        self._run_when_idle(lambda: None)  # cancel a running round first
-        if self._worker is not None:
-            self._deferred.append(lambda: self.set_image(image))
+        if self.runner.busy:  # cancel a running round first
+            self.runner.when_idle(lambda: self.set_image(image))
             return None
         st = self.states.get(_layer_key(image))
         if st is not None and not st.layers_alive(self.viewer):
@@ -859,29 +854,20 @@ class LimNetWidget(QWidget):
     # ---------------------------------------------------------------- rounds
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self.runner.busy
 
-    def _run_when_idle(self, action: Callable[[], None]) -> None:
-        """Run ``action`` now, or after cancelling the round in progress."""
-        if self._worker is None:
-            action()
-        else:
-            self._deferred.append(action)
-            self._worker.quit()
+    @property
+    def _restart(self) -> bool:
+        """A round is due to start again when the running one has ended."""
+        return self.runner.restart
 
     def request_round(self) -> None:
         """Start a round with all prompts (cancelling one in progress, which then restarts)."""
-        if self._worker is not None:
-            self._restart = True
-            self._worker.quit()
-            return
-        self._start_round()
+        self.runner.request(self._start_round)
 
     def cancel_round(self) -> None:
         """Stop the round in progress; the object is left as before it, prompts kept."""
-        self._restart = False
-        if self._worker is not None:
-            self._worker.quit()
+        if self.runner.cancel():
             self.status.setText("Cancelling...")
 
     def _start_round(self) -> None:
@@ -898,9 +884,7 @@ class LimNetWidget(QWidget):
         except ValueError as e:
             self._message(str(e), "error")
             return
-        self._events_iter = events
         self._round_obj = obj
-        self._round_completed = False
         self._round_touched = set()
         self._round_decided = set()
         self.progress.setFormat("%v / %m slices")
@@ -911,12 +895,11 @@ class LimNetWidget(QWidget):
         self._set_progress(0, 1)
         self.cancel_btn.setEnabled(True)
         self.status.setText(f"Segmenting object {obj}...")
-        self._worker = start_round(
+        self.runner.start(
             events,
-            self._on_batch,
-            self._on_finished,
-            self._on_error,
-            self._on_returned,
+            on_batch=self._on_batch,
+            on_done=self._on_finished,
+            on_error=self._on_error,
             prepare=self._prepare_engine(st.session),
         )
 
@@ -936,7 +919,7 @@ class LimNetWidget(QWidget):
         """Slices from the worker: written into the layer by :meth:`_flush`, at once for the
         round's first slice, then at most every ``REFRESH_SECONDS`` (so the main thread never
         falls behind the engine, however slow a redraw is)."""
-        if self.state is None or self._round_obj is None or self._worker is None:
+        if self.state is None or self._round_obj is None:
             return
         self._pending.extend(batch)
         if self._flush_timer.isActive():
@@ -996,29 +979,20 @@ class LimNetWidget(QWidget):
             st.labels.refresh(extent=False)
         self._last_flush = time.perf_counter()
 
-    def _on_returned(self, _value: Any) -> None:
-        self._round_completed = True
-
     def _on_error(self, exc: Exception) -> None:
         self._message(f"The round failed: {exc}", "error")
 
-    def _on_finished(self) -> None:
+    def _on_finished(self, completed: bool) -> None:
+        """The round has ended (the runner has closed its events): show how it went."""
         self._flush_timer.stop()
-        if self._round_completed:
+        if completed:
             self._flush()
         self._pending = []
-        control = getattr(self._worker, "engine_control", None)
-        if control is not None:
-            control.stop()  # a cancelled round: wait for the engine to leave the generator
-        events, self._events_iter = self._events_iter, None
-        self._worker = None
-        if events is not None:
-            events.close()  # a cancelled round: the session goes back to before it
         st, obj = self.state, self._round_obj
         self.cancel_btn.setEnabled(False)
         elapsed = time.perf_counter() - self._t_round
         if st is not None and obj is not None and obj in st.objects:
-            if self._round_completed:
+            if completed:
                 n = len(self._round_decided)
                 self.last_round = {
                     "slices": n,
@@ -1050,12 +1024,6 @@ class LimNetWidget(QWidget):
                 self.progress.setFormat("cancelled")
                 self._set_progress(0, 1)
                 self._after_change(st)
-        deferred, self._deferred = self._deferred, []
-        for action in deferred:
-            action()
-        if self._restart and self._worker is None:
-            self._restart = False
-            self._start_round()
 
     def _round_outcome(self, st: ImageState, obj: int) -> str | None:
         """A plain explanation when a round left its object empty or on one slice only."""
@@ -1097,15 +1065,7 @@ class LimNetWidget(QWidget):
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Process events until no round runs (for scripts and tests)."""
-        from qtpy.QtWidgets import QApplication
-
-        end = time.monotonic() + timeout
-        while self._worker is not None or self._restart:
-            if time.monotonic() > end:
-                return False
-            QApplication.processEvents()
-            time.sleep(0.005)
-        return True
+        return self.runner.wait(timeout)
 
     def _write_object(self, st: ImageState, obj: int) -> None:
         """Show the session's mask of ``obj`` in the Labels layer (others' voxels untouched)."""
@@ -1322,8 +1282,8 @@ class LimNetWidget(QWidget):
         obj = obj if obj is not None else (st.current if st else None)
         if st is None or obj not in st.objects:
             return
-        if self._worker is not None:
-            self._run_when_idle(lambda: self.reset_object(obj))
+        if self.runner.busy:
+            self.runner.when_idle(lambda: self.reset_object(obj))
             return
         if self._refuse_locked(st, obj):
             return
@@ -1344,9 +1304,9 @@ class LimNetWidget(QWidget):
         st = self.state
         if st is None or st.current is None:
             return
-        if self._worker is not None:
-            self._restart = False
-            self._run_when_idle(lambda: self._undo_redo(which))
+        if self.runner.busy:
+            self.runner.restart = False
+            self.runner.when_idle(lambda: self._undo_redo(which))
             return
         obj = st.current
         if self._refuse_locked(st, obj):
