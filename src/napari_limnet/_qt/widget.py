@@ -33,44 +33,14 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QFrame,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QScrollArea,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog
 
 from . import autosave as autosave_mod
 from .controller import ImageController, new_layers
-from .layers import (
-    check_image,
-    layer_label_names,
-    prefer_plugin_writer,
-    spacing_of,
-    view_axis,
-)
-from .objects_panel import ObjectsPanel
+from .layers import check_image, layer_label_names, prefer_plugin_writer, spacing_of, view_axis
+from .panel import IDLE_FORMAT, LimNetPanel
 from .round_runner import RoundRunner
-from .settings import (
-    DEVICES,
-    WINDOW_PRESETS,
-    Settings,
-    full_limits,
-    is_ct,
-    robust_limits,
-    window_limits,
-)
+from .settings import Settings, full_limits, is_ct, robust_limits, window_limits
 
 # During a round the Labels layer is refreshed at most this often (the slices arriving in
 # between are written into its array together): each refresh costs the main thread a redraw.
@@ -131,16 +101,13 @@ def _preload_model(weights: str, device: str | None, threads: int) -> None:
     threading.Thread(target=load, name="limnet-model-preload", daemon=True).start()
 
 
-IDLE_FORMAT = "no round running"
-
-
 def _layer_key(layer: Any) -> int:
     """The identity of a layer behind napari's proxy: a plugin's viewer hands out a new
     ``PublicOnlyProxy`` at each access, so ``id`` of what it returns is not the layer's."""
     return id(getattr(layer, "__wrapped__", layer))
 
 
-class LimNetWidget(QWidget):
+class LimNetWidget(LimNetPanel):
     """LIM-Net interactive segmentation (see the module docstring for the workflow).
 
     Keys on the clicks/boxes layers: N toggles negative clicks, O starts a new object,
@@ -148,9 +115,10 @@ class LimNetWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
+        settings = Settings.load()
+        super().__init__(settings)
+        self.settings = settings
         self.viewer = napari_viewer
-        self.settings = Settings.load()
         self.states: dict[int, ImageController] = {}
         self.state: ImageController | None = None
         self.negative = False
@@ -165,7 +133,7 @@ class LimNetWidget(QWidget):
         self.last_round: dict[str, float] = {}
         self.autosaver = autosave_mod.AutoSaver()
         prefer_plugin_writer()  # napari's own Save writes .nii.gz through this plugin
-        self._build_ui()
+        self._connect_ui()
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.connect(self._on_active_layer)
@@ -173,68 +141,13 @@ class LimNetWidget(QWidget):
         self._setup_initial()
 
     # ---------------------------------------------------------------- UI
-    def _build_ui(self) -> None:
-        # Everything sits in a scroll area: on a 1366 x 768 screen the dock is shorter than
-        # the panel, and the objects list must keep room for its rows instead of shrinking.
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        content = QWidget()
-        self.scroll.setWidget(content)
-        outer.addWidget(self.scroll)
-        lay = QVBoxLayout(content)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Image:"))
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The image to segment")
+    def _connect_ui(self) -> None:
         self.image_combo.activated.connect(self._on_image_chosen)
-        row.addWidget(self.image_combo, 1)
-        lay.addLayout(row)
-
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
-
-        row = QHBoxLayout()
-        self.negative_btn = QPushButton("Negative click (N)")
-        self.negative_btn.setCheckable(True)
-        self.negative_btn.setToolTip("Next clicks mark background (key N on the click layer)")
         self.negative_btn.toggled.connect(self.set_negative)
-        self.run_btn = QPushButton("Run")
-        self.run_btn.setToolTip("Run a round with the new prompts (Shift+Enter)")
         self.run_btn.clicked.connect(self.request_round)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
         self.cancel_btn.clicked.connect(self.cancel_round)
-        for b in (self.negative_btn, self.run_btn, self.cancel_btn):
-            row.addWidget(b)
-        lay.addLayout(row)
-
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat(IDLE_FORMAT)
-        lay.addWidget(self.progress)
-        self.speed_label = QLabel("")
-        self.speed_label.setWordWrap(True)  # long lines must not widen the dock
-        lay.addWidget(self.speed_label)
-
-        row = QHBoxLayout()
-        self.undo_btn = QPushButton("Undo round")
-        self.undo_btn.setToolTip("Undo the current object's last round (Ctrl+Z)")
         self.undo_btn.clicked.connect(self.undo)
-        self.redo_btn = QPushButton("Redo round")
-        self.redo_btn.setToolTip("Redo (Ctrl+Shift+Z)")
         self.redo_btn.clicked.connect(self.redo)
-        row.addWidget(self.undo_btn)
-        row.addWidget(self.redo_btn)
-        lay.addLayout(row)
-
-        box = QGroupBox("Objects")
-        bl = QVBoxLayout(box)
-        self.objects_panel = ObjectsPanel()
         self.objects_panel.selected.connect(self.select_object)
         self.objects_panel.renamed.connect(self.rename_object)
         self.objects_panel.new_requested.connect(self.new_object)
@@ -242,112 +155,17 @@ class LimNetWidget(QWidget):
         self.objects_panel.reset_requested.connect(self.reset_object)
         self.objects_panel.visibility_changed.connect(self.set_object_visible)
         self.objects_panel.lock_changed.connect(self.set_object_locked)
-        bl.addWidget(self.objects_panel)
-        row = QHBoxLayout()
-        self.import_combo = QComboBox()
-        self.import_combo.setToolTip("A Labels layer you already have (e.g. an earlier result)")
-        self.import_btn = QPushButton("Take in")
-        self.import_btn.setToolTip("Each label value of that layer becomes an object to refine")
         self.import_btn.clicked.connect(
             lambda: self.import_labels(self.import_combo.currentText())
         )
-        row.addWidget(QLabel("Labels:"))
-        row.addWidget(self.import_combo, 1)
-        row.addWidget(self.import_btn)
-        bl.addLayout(row)
-        row = QHBoxLayout()
-        self.export_btn = QPushButton("Export...")
-        self.export_btn.setToolTip(
-            "Save the objects on the scan's own grid (NIfTI or TIFF), with their names"
-        )
         self.export_btn.clicked.connect(self._export_dialog)
-        self.per_object_check = QCheckBox("one file per object")
-        self.results_btn = QPushButton("Results...")
-        self.results_btn.setToolTip(
-            "Per object: volume (mL), mean and standard deviation of intensity, largest "
-            "diameter (mm); copied to the clipboard and saved as CSV"
-        )
         self.results_btn.clicked.connect(self._results_dialog)
-        row.addWidget(self.export_btn)
-        row.addWidget(self.per_object_check, 1)
-        row.addWidget(self.results_btn)
-        bl.addLayout(row)
-        self.restore_btn = QPushButton("Restore autosaved work")
-        self.restore_btn.setVisible(False)
         self.restore_btn.clicked.connect(self.restore_autosave)
-        bl.addWidget(self.restore_btn)
-        lay.addWidget(box)
-
-        box = QGroupBox("Propagation limits")
-        fl = QFormLayout(box)
-        self.limit_check = QCheckBox("only between slices")
-        self.z_min = QSpinBox()
-        self.z_max = QSpinBox()
-        fl.addRow(self.limit_check)
-        row = QHBoxLayout()
-        row.addWidget(self.z_min, 1)
-        row.addWidget(QLabel("and"))
-        row.addWidget(self.z_max, 1)
-        fl.addRow(row)
-        self.direction_combo = QComboBox()
-        self.direction_combo.addItems(["both", "up", "down"])
-        self.direction_combo.setToolTip("up: increasing slice index; down: decreasing")
-        fl.addRow("Direction:", self.direction_combo)
-        for w in (self.limit_check, self.z_min, self.z_max):
-            sig = w.toggled if w is self.limit_check else w.valueChanged
-            sig.connect(self._apply_limits)
+        self.limit_check.toggled.connect(self._apply_limits)
+        for spin in (self.z_min, self.z_max):
+            spin.valueChanged.connect(self._apply_limits)
         self.direction_combo.currentTextChanged.connect(self._apply_limits)
-        lay.addWidget(box)
-
-        box = QGroupBox("Settings")
-        fl = QFormLayout(box)
-        s = self.settings
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        self.device_combo.setCurrentText(s.device)
-        fl.addRow("Device:", self.device_combo)
-        self.threads_spin = QSpinBox()
-        self.threads_spin.setRange(0, 64)
-        self.threads_spin.setSpecialValueText("auto")
-        self.threads_spin.setValue(s.threads)
-        self.threads_spin.setToolTip("Engine CPU threads; auto leaves one core to the viewer")
-        fl.addRow("Threads:", self.threads_spin)
-        row = QHBoxLayout()
-        self.weights_edit = QLineEdit(s.weights)
-        self.weights_edit.setPlaceholderText("bundled weights")
-        browse = QPushButton("...")
-        browse.clicked.connect(self._browse_weights)
-        row.addWidget(self.weights_edit, 1)
-        row.addWidget(browse)
-        fl.addRow("Weights:", row)
-        self.fusion_check = QCheckBox("multi-round fusion")
-        self.fusion_check.setChecked(s.fusion)
-        self.propagation_check = QCheckBox("propagate to other slices")
-        self.propagation_check.setChecked(s.propagation)
-        self.autorun_check = QCheckBox("run on every prompt")
-        self.autorun_check.setChecked(s.auto_run)
-        fl.addRow(self.fusion_check)
-        fl.addRow(self.propagation_check)
-        fl.addRow(self.autorun_check)
-        self.beside_check = QCheckBox("autosave beside the image file")
-        self.beside_check.setToolTip(
-            "Off: autosaves go to your user data folder (data folders stay untouched)"
-        )
-        self.beside_check.setChecked(s.autosave_beside)
-        fl.addRow(self.beside_check)
-        self.window_combo = QComboBox()
-        self.window_combo.addItems(list(WINDOW_PRESETS))
-        self.window_combo.setCurrentText(s.window)
-        fl.addRow("CT window:", self.window_combo)
-        lay.addWidget(box)
-        lay.addStretch(1)
-        # a combo box grows to its longest entry (a long layer name) and would widen the dock
-        for combo in (self.image_combo, self.import_combo, self.device_combo):
-            combo.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            combo.setMinimumContentsLength(8)
-
+        self.browse_btn.clicked.connect(self._browse_weights)
         self.device_combo.currentTextChanged.connect(self._settings_changed)
         self.threads_spin.valueChanged.connect(self._settings_changed)
         self.weights_edit.editingFinished.connect(self._settings_changed)
