@@ -8,5 +8,5 @@ set -euo pipefail
 CASES=${1:-../shared/data/cases.json}
 OUT=${2:-runs/gpu}
 export PYTHONUNBUFFERED=1
-python3 -m napari_limnet.training --config src/napari_limnet/configs/train_gpu.json \
+python3 -m napari_limnet.commands.train --config src/napari_limnet/configs/train_gpu.json \
   --cases "$CASES" --out "$OUT" --parallel --export "$OUT/limnet_default.pt"

@@ -32,7 +32,7 @@ for cfg in "$CONFIGS"/*.json; do
   run=$(cfg_field "$cfg" "c['out']")
   names+=("$name") runs+=("$run")
   mkdir -p "$run"
-  timeout "$LIMIT" "$PY" -m napari_limnet.training --config "$cfg" "${cases_arg[@]}" \
+  timeout "$LIMIT" "$PY" -m napari_limnet.commands.train --config "$cfg" "${cases_arg[@]}" \
     --stage "$stage" --no-progress >"$run/stdout" 2>&1 &
   pids+=($!)
   echo "$name: stage $stage, pid ${pids[-1]}, run folder $run"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import napari_limnet
-from napari_limnet.training.annotator import next_click
+from napari_limnet.evaluation.annotator import next_click
 
 torch.set_num_threads(2)
 

@@ -15,7 +15,7 @@ from fakes import FakeEngine
 from napari_limnet import Session
 from napari_limnet._sample_data import SAMPLE_DIR
 from napari_limnet.engine import session as session_mod
-from napari_limnet.training.annotator import first_click
+from napari_limnet.evaluation.annotator import first_click
 
 A = cube_volume() == 100  # block A: z 2..9, y 4..13, x 4..13
 B = cube_volume() == 120

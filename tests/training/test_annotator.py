@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_limnet.training.annotator import (
+from napari_limnet.evaluation.annotator import (
     Click,
     click_2d,
     first_click,

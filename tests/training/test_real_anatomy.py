@@ -15,10 +15,10 @@ from scipy import ndimage
 from napari_limnet.engine.preprocess import CROP
 from napari_limnet.engine.prompts import fill_polygon, stroke_points
 from napari_limnet.engine.session import Session
+from napari_limnet.evaluation.annotator import first_click_off_centre, first_region_prompt
+from napari_limnet.evaluation.cases import SharedCases
 from napari_limnet.training import perturb
-from napari_limnet.training.annotator import first_click_off_centre, first_region_prompt
 from napari_limnet.training.real_bank import LabelledVolume, build_bank
-from napari_limnet.training.real_data import SharedCases
 from napari_limnet.training.train import Batches
 
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_limnet.training.real_data import (
+from napari_limnet.evaluation.cases import (
     EvalObject,
     MSDDataset,
     SharedCases,

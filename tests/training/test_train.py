@@ -290,7 +290,7 @@ def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
     res = _torchrun(
         [
             "-m",
-            "napari_limnet.training",
+            "napari_limnet.commands.train",
             "--config",
             str(cfg),
             "--stage",

@@ -37,7 +37,7 @@ def _variants(text: str) -> list[str]:
 
 def _main(args: argparse.Namespace) -> int:
     from ..evaluation import markdown_summary, run_evaluation, summarise
-    from ..training.real_data import (
+    from ..evaluation.cases import (
         MSDDataset,
         SharedCases,
         load_eval_objects,

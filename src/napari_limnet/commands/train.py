@@ -78,7 +78,14 @@ def run(args: argparse.Namespace) -> int:
     if args.parallel and len(stages) > 1:
         procs = []
         for s in stages:
-            cmd = [sys.executable, "-m", "napari_limnet.training", "--stage", s, "--no-progress"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "napari_limnet.commands.train",
+                "--stage",
+                s,
+                "--no-progress",
+            ]
             for flag in ("config", "cases", "out", "device", "init_weights"):
                 val = getattr(args, flag)
                 if val:
@@ -98,3 +105,16 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"weights written to {path}")
     return 0
+
+
+def main() -> int:
+    """``python -m napari_limnet.commands.train``: ``limnet train`` alone (the entry of
+    ``torchrun`` and of ``--parallel``'s processes), without the other commands' imports."""
+    p = argparse.ArgumentParser(prog="python -m napari_limnet.commands.train")
+    configure(p)
+    args = p.parse_args()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

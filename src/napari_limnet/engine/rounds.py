@@ -56,6 +56,7 @@ import numpy as np
 
 from . import predict
 from .fusion import FusionRule
+from .measure import dice
 from .prompts import SlicePrompts
 
 
@@ -292,7 +293,7 @@ def run_round(
                         visited += 1
                         yield event
                 break
-            if agree_stop and old is not None and _dice(cand, old) >= AGREE_DICE:
+            if agree_stop and old is not None and dice(cand, old) >= AGREE_DICE:
                 agree += 1
                 if agree >= AGREE_SLICES:  # the correction no longer changes anything
                     break
@@ -411,8 +412,3 @@ def _asks_for_more(prompts: SlicePrompts) -> bool:
     """Whether a slice's prompts ask for more of the object: its latest click is positive, or
     it has boxes only (boxes are always positive)."""
     return prompts.clicks[-1][2] if prompts.clicks else True
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(a & b)) / s

@@ -1,7 +1,7 @@
 """Batched torch helpers for training: imperfect masks and clicks on error regions.
 
 ``error_clicks`` is the GPU-friendly training form of the simulated annotator
-(``training.annotator``): the larger of the missed / extra areas gets a click at its most
+(``evaluation.annotator``): the larger of the missed / extra areas gets a click at its most
 interior point. Interior is measured with a chessboard distance (repeated 3x3 erosions) and a
 little noise is added so that training also sees clicks a human would place off-centre; the
 exact Euclidean, largest-connected-region protocol is used for evaluation.

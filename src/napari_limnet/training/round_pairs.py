@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ..engine.fusion import NEVER_KEEP
-from .annotator import first_click, next_click
+from ..evaluation.annotator import first_click, next_click
+from ..evaluation.cases import object_is_usable
 from .real_bank import LabelledVolume
-from .real_data import object_is_usable
 
 
 @dataclass
@@ -49,8 +49,8 @@ def collect_round_pairs(
 ) -> PairBank:
     """Run ``rounds`` simulated clicks on ``n_objects`` random labelled structures of ``volumes``
     and return every fusion decision met on the way (rounds 2 and later)."""
+    from ..engine.measure import dice
     from ..engine.session import Session
-    from ..evaluation import dice
 
     rng = np.random.default_rng(seed)
     per_volume = []

@@ -233,7 +233,7 @@ def load_training_volumes(cases: str, split: str = "") -> list[LabelledVolume]:
 
 
 def _case_volumes(cases: str, split: str, purpose: str) -> list[LabelledVolume]:
-    from .real_data import SharedCases, load_split
+    from ..evaluation.cases import SharedCases, load_split
 
     source = SharedCases(cases, load_split(split or None))
     out = []
