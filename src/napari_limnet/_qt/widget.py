@@ -48,7 +48,6 @@ REFRESH_SECONDS = 0.25
 
 _MODEL_CACHE: dict[tuple[str, str | None], Any] = {}
 _MODEL_LOCK = threading.Lock()
-_NO_MODEL = object()  # a session's model until its first round loads the real one
 
 
 def _after_round(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -212,17 +211,21 @@ class LimNetWidget(LimNetPanel):
             # is applied by the next round
             _preload_model(s.weights, s.torch_device, s.engine_threads)
 
-    def _prepare_engine(self, session: Any) -> Callable[[], None]:
-        """What a round's worker does before computing: load the model, set the threads."""
+    def _model_for_round(self) -> Any:
+        """Every session's model source: each round calls it in its worker thread (never the
+        main thread: importing torch and reading weights take seconds), so new weights or a
+        new device in the settings apply from the next round."""
         s = self.settings
-        weights, device, threads = s.weights, s.torch_device, s.engine_threads
+        try:
+            return get_model(s.weights, s.torch_device)
+        except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
+            raise RuntimeError(f"could not load the weights: {e}") from e
+
+    def _prepare_engine(self) -> Callable[[], None]:
+        """What a round's worker does before computing: set the thread count."""
+        threads = self.settings.engine_threads
 
         def prepare() -> None:
-            try:
-                model = get_model(weights, device)
-            except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
-                raise RuntimeError(f"could not load the weights: {e}") from e
-            session.model = model
             import torch  # process-wide setting, applied from the engine's own thread
 
             if torch.get_num_threads() != threads:
@@ -409,7 +412,7 @@ class LimNetWidget(LimNetPanel):
             session = Session(
                 data,
                 spacing=spacing[1:] if image.ndim == 2 else spacing,
-                model=_NO_MODEL,
+                model=self._model_for_round,
                 fusion=s.fusion,
                 propagation=s.propagation,
             )
@@ -531,7 +534,7 @@ class LimNetWidget(LimNetPanel):
             on_batch=self._on_batch,
             on_done=self._on_finished,
             on_error=self._on_error,
-            prepare=self._prepare_engine(st.session),
+            prepare=self._prepare_engine(),
         )
 
     def _set_progress(self, value: int, maximum: int) -> None:
