@@ -108,3 +108,19 @@ def test_limnet_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "not a limnet eval results.json" in capsys.readouterr().err
     assert main(["compare", str(a), str(b), "--at", "0"]) == 2
     assert main(["compare", str(a), str(b), "--variants", "full"]) == 2
+
+
+def test_by_data_set_each_group_has_its_own_standard_error() -> None:
+    def tagged(run: dict) -> dict:
+        sets = {"c1": "CT", "c2": "MR", "c3": "MR"}
+        objs = [{**o, "dataset": sets[o["case_id"]], "kind": "organ"} for o in run["objects"]]
+        return {**run, "objects": objs}
+
+    rows = compare_results(tagged(BASE), tagged(NEW), at=(3,), by="dataset")
+    by = {r["variant"]: r for r in rows}
+    assert set(by) == {"full, CT", "full, MR", "no_fusion, CT"}
+    assert by["full, CT"]["n"] == 2 and by["full, CT"]["change@3"] == pytest.approx(0.15)
+    assert by["full, CT"]["se@3"] == pytest.approx(np.std([0.1, 0.2], ddof=1) / np.sqrt(2))
+    assert by["full, MR"]["n"] == 1 and by["full, MR"]["change@3"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="by must be"):
+        compare_results(BASE, NEW, by="case")

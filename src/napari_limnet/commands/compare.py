@@ -2,7 +2,7 @@
 
 Usage::
 
-    limnet compare BASE NEW [--at 1,6,10] [--json OUT.json]
+    limnet compare BASE NEW [--at 1,6,10] [--by dataset|kind] [--json OUT.json]
     limnet compare RUN RUN --variants no_fusion,full      # what fusion is worth, in one run
 
 ``BASE`` and ``NEW`` are ``limnet eval --out`` folders (or their ``results.json``). Prints, per
@@ -39,7 +39,7 @@ def _main(args: argparse.Namespace) -> int:
             raise ValueError(f"--variants: give BASE,NEW, got {args.variants!r}")
         variants = (names[0], names[1])
     rows = compare_results(
-        load_results(args.base), load_results(args.new), at=at, variants=variants
+        load_results(args.base), load_results(args.new), at=at, variants=variants, by=args.by
     )
     print(markdown_comparison(rows), end="")
     if args.json:
@@ -62,6 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--variants",
         default=None,
         help="BASE,NEW: pair this variant of BASE with that of NEW (default: like with like)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        choices=("dataset", "kind"),
+        help="one row per variant and data set (or kind of object), each with its s.e.",
     )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(func=_main)

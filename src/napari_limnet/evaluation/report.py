@@ -206,6 +206,7 @@ def compare_results(
     new: dict[str, Any],
     at: Sequence[int] = (1, 6, 10),
     variants: tuple[str, str] | None = None,
+    by: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per variant, ``new`` against ``base`` on the objects both evaluated.
 
@@ -218,7 +219,11 @@ def compare_results(
     standard error (sample standard deviation / sqrt(n); nan for one object); also the objects
     that rose or fell by more than 0.05 at round 6 (or the last, if fewer), and each mean
     curve's largest fall from one round to the next.
+    ``by="dataset"`` (or ``"kind"``): one row per variant and data set (or kind), each with
+    its own standard error: whether a change holds on every data set or only on the largest.
     """
+    if by not in (None, "dataset", "kind"):
+        raise ValueError(f"by must be 'dataset' or 'kind', not {by!r}")
     rounds = min(int(base["rounds"]), int(new["rounds"]))
 
     def index(data: dict[str, Any], only: str | None) -> dict[tuple[str, str, str], np.ndarray]:
@@ -227,7 +232,8 @@ def compare_results(
             raise ValueError(f"no variant {only!r} in the results (they have {sorted(found)})")
         return {
             (
-                f"{variants[1]} vs {variants[0]}" if variants else o["variant"],
+                (f"{variants[1]} vs {variants[0]}" if variants else o["variant"])
+                + (f", {o[by]}" if by else ""),
                 o["case_id"],
                 o["name"],
             ): np.asarray(o["dice"], float)[:rounds]
