@@ -6,7 +6,7 @@
 ``members`` writes the shipped weights' two interaction networks as weights files of their own
 (``init_weights`` of the configs in ``docs/training/real_anatomy/``); ``candidate`` exports the
 run's interaction network over the shipped memory network and scorer and pairs it with the
-shipped one-slice member, the layout of the shipped weights (``training.train.ensemble``).
+shipped one-slice member, the layout of the shipped weights (``training.weights.ensemble``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from napari_limnet.engine.model import default_weights_path
-from napari_limnet.training.train import ensemble, export, split_ensemble
+from napari_limnet.training.weights import ensemble, export, split_ensemble
 
 MEMBERS = Path("runs/members")
 

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from napari_limnet.engine.preprocess import CROP
+from napari_limnet.training.batches import Batches, load_training_volumes
 from napari_limnet.training.real_bank import build_bank
-from napari_limnet.training.train import Batches, load_training_volumes
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 # model card). The three stages run as parallel processes on the same card, then export.
 #   scripts/train_gpu.sh [CASES] [OUT]
 # CASES: ../shared/data/cases.json, or a folder of .npz volumes written by
-# napari_limnet.training.train.export_training_volumes (for a machine without nibabel).
+# napari_limnet.training.batches.export_training_volumes (for a machine without nibabel).
 set -euo pipefail
 CASES=${1:-../shared/data/cases.json}
 OUT=${2:-runs/gpu}

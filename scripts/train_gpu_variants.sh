@@ -6,7 +6,7 @@
 #   scripts/train_gpu_variants.sh CONFIG_DIR DATA OUT [SECONDS_LIMIT]
 # CONFIG_DIR: *.json `limnet train` configs, each with exactly one stage and its own "out".
 # DATA: ../shared/data/cases.json, "" (each config's own "cases"), or a folder of .npz volumes written by
-#   python -c "from napari_limnet.training.train import export_training_volumes as e; e('../shared/data/cases.json', '.gpu/data')"
+#   python -c "from napari_limnet.training.batches import export_training_volumes as e; e('../shared/data/cases.json', '.gpu/data')"
 #   (the GPU machine has no NIfTI reader; carry that folder).
 # OUT: the exported weights (<config name>.pt) and logs.tgz go here.
 # SECONDS_LIMIT: hard stop per process (default 560; keep it above the configs' "seconds"
@@ -56,7 +56,7 @@ for i in "${!names[@]}"; do
   "$PY" -c "
 import sys
 from napari_limnet.engine.model import default_weights_path
-from napari_limnet.training.train import export
+from napari_limnet.training.weights import export
 export(sys.argv[1], sys.argv[2], {'config': sys.argv[3]}, default_weights_path())
 " "$run" "$OUT/$name.pt" "$name" || { echo "export $name failed"; failed=1; }
   tail -n 2 "$run"/*.log.jsonl

@@ -10,11 +10,13 @@ import torch
 
 from napari_limnet import Session
 from napari_limnet.engine.model import load_model, save_weights
-from napari_limnet.engine.networks import IMG_CH, InteractionNet, LimNet
+from napari_limnet.engine.networks import IMG_CH, InteractionNet, LimNet, context_of
 from napari_limnet.engine.predict import neighbour_slices, segment_slice
 from napari_limnet.engine.prompts import SlicePrompts
 from napari_limnet.engine.volume import Volume
+from napari_limnet.training import config as C
 from napari_limnet.training import train as T
+from napari_limnet.training import weights as W
 
 torch.set_num_threads(2)
 
@@ -50,14 +52,14 @@ def test_neighbour_slices_repeat_the_edge() -> None:
 def test_with_context_starts_as_the_old_network() -> None:
     torch.manual_seed(0)
     old = InteractionNet().eval()
-    new = T.with_context(old, 1).eval()
+    new = W.with_context(old, 1).eval()
     x = torch.randn(2, old.in_ch, 64, 64)
     nb = torch.randn(2, 2 * IMG_CH, 64, 64)  # whatever the neighbours hold
     with torch.no_grad():
         torch.testing.assert_close(new(torch.cat([x, nb], 1)), old(x))
-    assert T.context_of(new.state_dict()) == 1 and T.context_of(old.state_dict()) == 0
+    assert context_of(new.state_dict()) == 1 and context_of(old.state_dict()) == 0
     with pytest.raises(ValueError, match="cannot drop"):
-        T.with_context(new, 0)
+        W.with_context(new, 0)
 
 
 def test_weights_file_records_the_context(tmp_path: Path) -> None:
@@ -104,16 +106,16 @@ def test_segment_slice_uses_the_neighbours(tmp_path: Path) -> None:
 def test_train_export_and_segment_with_context(tmp_path: Path) -> None:
     """Two 2.5D training steps (with realistic previous masks), exported over a one-slice base
     file, load and run a round of a Session."""
-    cfg = T.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
+    cfg = C.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.checkpoint_every = 1e9
     cfg.interaction_context = 1
-    cfg.stages["interaction"] = T.StageConfig(
+    cfg.stages["interaction"] = C.StageConfig(
         steps=2, batch=4, real_fraction=0.0, frames=3, realistic_prev=0.5
     )
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
-    assert ckpt["step"] == 2 and T.context_of(ckpt["model"]) == 1
+    assert ckpt["step"] == 2 and context_of(ckpt["model"]) == 1
     base = save_weights(LimNet(), tmp_path / "base.pt")
-    model = load_model(T.export(tmp_path / "run", tmp_path / "w.pt", base=base), "cpu")
+    model = load_model(W.export(tmp_path / "run", tmp_path / "w.pt", base=base), "cpu")
     assert model.net.interaction.context_slices == 1
     assert "fine_tuned_from" not in model.meta["training"]["interaction"]
     s = Session(_image(), spacing=(3.0, 1.0, 1.0), model=model, threads=1)
@@ -127,11 +129,11 @@ def test_fine_tune_adds_context_to_one_slice_weights(tmp_path: Path) -> None:
     torch.manual_seed(3)
     base_net = LimNet()
     base = save_weights(base_net, tmp_path / "base.pt")
-    cfg = T.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
+    cfg = C.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.checkpoint_every = 1e9
     cfg.init_weights = str(base)
     cfg.interaction_context = 1
-    cfg.stages["interaction"] = T.StageConfig(steps=1, batch=4, real_fraction=0.0, lr=1e-9)
+    cfg.stages["interaction"] = C.StageConfig(steps=1, batch=4, real_fraction=0.0, lr=1e-9)
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
     w = ckpt["model"]["encoder.l1.0.0.weight"]
     assert w.shape[1] == InteractionNet.IN_CH + 2 * IMG_CH
@@ -161,7 +163,7 @@ def test_prepared_training_configs_load() -> None:
     paths = sorted(p for p in root.glob("*/*.json") if p.parent.name != "check_objects")
     assert any(p.parent.name == "recipe" for p in paths)
     for p in paths:
-        cfg = T.TrainConfig.load(p)
+        cfg = C.TrainConfig.load(p)
         assert cfg.stages and cfg.interaction_context >= 0, p
         if cfg.interaction_widths:  # builds (4 multiples of 8)
             widths = tuple(cfg.interaction_widths)

@@ -15,9 +15,12 @@ from napari_limnet.engine.networks import (
     InteractionEnsemble,
     InteractionNet,
     LimNet,
+    context_of,
     widths_of,
 )
+from napari_limnet.training import config as C
 from napari_limnet.training import train as T
+from napari_limnet.training import weights as W
 
 torch.set_num_threads(2)
 WIDE = (8, 16, 40, 72)
@@ -46,17 +49,17 @@ def test_train_export_ensemble_and_segment_with_other_widths(tmp_path: Path) -> 
     """Two steps of a network of other widths, exported over a base file of the shipped
     widths, then an ensemble with the base: both files load with their own widths and run a
     round of a Session."""
-    cfg = T.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
+    cfg = C.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.checkpoint_every = 1e9
     cfg.interaction_context = 1
     cfg.interaction_widths = list(WIDE)
-    cfg.stages["interaction"] = T.StageConfig(steps=2, batch=4, real_fraction=0.0, frames=3)
+    cfg.stages["interaction"] = C.StageConfig(steps=2, batch=4, real_fraction=0.0, frames=3)
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
-    assert widths_of(ckpt["model"]) == WIDE and T.context_of(ckpt["model"]) == 1
+    assert widths_of(ckpt["model"]) == WIDE and context_of(ckpt["model"]) == 1
     base = save_weights(LimNet(), tmp_path / "base.pt")
-    wide = T.export(tmp_path / "run", tmp_path / "wide.pt", base=base)
+    wide = W.export(tmp_path / "run", tmp_path / "wide.pt", base=base)
     assert load_model(wide, "cpu").net.interaction.widths == WIDE
-    model = load_model(T.ensemble([base, wide], tmp_path / "ens.pt"), "cpu")
+    model = load_model(W.ensemble([base, wide], tmp_path / "ens.pt"), "cpu")
     inter = model.net.interaction
     assert isinstance(inter, InteractionEnsemble)
     assert [m.widths for m in inter.members] == [WIDTHS, WIDE] and inter.contexts == [0, 1]
@@ -65,9 +68,9 @@ def test_train_export_ensemble_and_segment_with_other_widths(tmp_path: Path) -> 
     s.add_click(a, (3, 20, 20))
     assert list(s.run_iter(a)) and s.mask(a).shape == (7, 40, 40)
     # a fine-tune keeps its start file's widths; asking for others is an error
-    cfg2 = T.TrainConfig(out=str(tmp_path / "run2"), seed=0, device="cpu", threads=2)
+    cfg2 = C.TrainConfig(out=str(tmp_path / "run2"), seed=0, device="cpu", threads=2)
     cfg2.init_weights = str(base)
     cfg2.interaction_widths = list(WIDE)
-    cfg2.stages["interaction"] = T.StageConfig(steps=1, batch=2, real_fraction=0.0)
+    cfg2.stages["interaction"] = C.StageConfig(steps=1, batch=2, real_fraction=0.0)
     with pytest.raises(ValueError, match="interaction_widths"):
         T.train_stage(cfg2, "interaction", progress=False)

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from napari_limnet.engine.networks import CROP, InteractionNet
+from napari_limnet.training import batches as B
+from napari_limnet.training import config as C
 from napari_limnet.training import train as T
 from napari_limnet.training.real_bank import LabelledVolume, build_bank
 from napari_limnet.training.synthetic import paint_labels
@@ -90,7 +92,7 @@ def test_batches_repaint_real_stacks() -> None:
     kw = {"frames": 1, "size": CROP, "seed": 0, "min_voxels": 500}
     bank = build_bank([vol], n=8, keep_labels=True, **kw)
     dev = torch.device("cpu")
-    img, tgt = T.Batches(bank, 5, dev).get(8, 1, 1.0, label_synth=1.0)
+    img, tgt = B.Batches(bank, 5, dev).get(8, 1, 1.0, label_synth=1.0)
     assert torch.isfinite(img).all() and tgt.shape == img.shape
     real = {tuple(np.round(bank.image[i, 0].float().numpy().ravel()[:50], 1)) for i in range(8)}
     for im in img:  # none is a bank image (up to rotation the first row would match)
@@ -100,12 +102,12 @@ def test_batches_repaint_real_stacks() -> None:
                 v = v.flip(1) if flip else v
                 assert tuple(np.round(v.numpy().ravel()[:50], 1)) not in real
     # label_synth 0 draws nothing more than the call without it
-    a = T.Batches(bank, 5, dev).get(8, 1, 0.5)
-    b = T.Batches(bank, 5, dev).get(8, 1, 0.5, label_synth=0.0)
+    a = B.Batches(bank, 5, dev).get(8, 1, 0.5)
+    b = B.Batches(bank, 5, dev).get(8, 1, 0.5, label_synth=0.0)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     plain = build_bank([vol], n=4, **kw)
     with pytest.raises(ValueError, match="keep_labels"):
-        T.Batches(plain, 5, dev).get(4, 1, 1.0, label_synth=0.5)
+        B.Batches(plain, 5, dev).get(4, 1, 1.0, label_synth=0.5)
 
 
 def test_interaction_training_with_label_synth(tmp_path: Path) -> None:
@@ -127,7 +129,7 @@ def test_interaction_training_with_label_synth(tmp_path: Path) -> None:
     }
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps(raw))
-    cfg = T.TrainConfig.load(cfg_path)
+    cfg = C.TrainConfig.load(cfg_path)
     assert cfg.stages["interaction"].label_synth == 1.0
     ckpt = T.train_stage(cfg, "interaction", progress=False)
     state = torch.load(ckpt, weights_only=False)

@@ -18,8 +18,8 @@ from napari_limnet.engine.session import Session
 from napari_limnet.evaluation.annotator import first_click_off_centre, first_region_prompt
 from napari_limnet.evaluation.cases import SharedCases
 from napari_limnet.training import perturb
+from napari_limnet.training.batches import Batches
 from napari_limnet.training.real_bank import LabelledVolume, build_bank
-from napari_limnet.training.train import Batches
 
 
 def _nii(path: Path, data: np.ndarray) -> str:

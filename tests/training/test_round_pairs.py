@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from napari_limnet.engine.model import default_weights_path, load_model
+from napari_limnet.engine.networks import LimNet
+from napari_limnet.training import batches as B
+from napari_limnet.training import config as C
+from napari_limnet.training import scorer
 from napari_limnet.training import train as T
+from napari_limnet.training import weights as W
 from napari_limnet.training.real_bank import LabelledVolume, build_bank
 from napari_limnet.training.round_pairs import best_threshold, collect_round_pairs
 
@@ -40,14 +45,6 @@ def test_stacks_cross_the_object_end() -> None:
     assert (bank.target[:, -1].sum((1, 2)) == 0).all()
     plain = build_bank([vol], n=12, frames=4, size=32, seed=1, min_voxels=100)
     assert (plain.target[:, -1].sum((1, 2)) > 0).any()
-
-
-def test_memory_step_with_eroded_guide_and_empty_dice() -> None:
-    net = T.LimNet().memory
-    data = T.Batches(None, 0, torch.device("cpu"))
-    cfg = T.StageConfig(batch=3, frames=3, real_fraction=0.0, empty_dice=True, prev_erode=2)
-    out = T._memory_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
 
 
 def test_best_threshold() -> None:
@@ -80,7 +77,7 @@ def test_scorer_stage_on_round_pairs_stores_a_threshold(tmp_path: Path) -> None:
     for s in range(3):
         v = _volume(s)
         np.savez(data / f"v{s}.npz", image=v.image, labels=v.labels, spacing=np.array(v.spacing))
-    cfg = T.TrainConfig(
+    cfg = C.TrainConfig(
         out=str(tmp_path / "run"),
         device="cpu",
         threads=2,
@@ -88,19 +85,19 @@ def test_scorer_stage_on_round_pairs_stores_a_threshold(tmp_path: Path) -> None:
         init_weights=str(default_weights_path()),
         checkpoint_every=1e9,
     )
-    cfg.stages["scorer"] = T.StageConfig(
+    cfg.stages["scorer"] = C.StageConfig(
         steps=2, batch=4, real_fraction=0.0, round_pairs=5, pair_rounds=4
     )
     ckpt = torch.load(T.train_stage(cfg, "scorer", progress=False), weights_only=True)
     assert "fusion_threshold" in ckpt
     assert (tmp_path / "run" / "round_pairs.pt").exists()  # a resumed run does not recollect
-    w = T.export(tmp_path / "run", tmp_path / "w.pt", base=default_weights_path())
+    w = W.export(tmp_path / "run", tmp_path / "w.pt", base=default_weights_path())
     assert load_model(w, device="cpu").fusion_threshold == pytest.approx(ckpt["fusion_threshold"])
 
 
 def test_round_pairs_need_init_weights(tmp_path: Path) -> None:
-    cfg = T.TrainConfig(out=str(tmp_path / "run"), device="cpu", cases=str(tmp_path))
-    cfg.stages["scorer"] = T.StageConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
+    cfg = C.TrainConfig(out=str(tmp_path / "run"), device="cpu", cases=str(tmp_path))
+    cfg.stages["scorer"] = C.StageConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
     with pytest.raises(ValueError, match="init_weights"):
         T.train_stage(cfg, "scorer", progress=False)
 
@@ -120,8 +117,8 @@ def _pair_bank(n: int, gain: float):
 
 @pytest.mark.parametrize(("fraction", "synthetic"), [(1.0, 0), (0.5, 4)])
 def test_pair_fraction_is_the_share_of_the_batch(monkeypatch, fraction, synthetic) -> None:
-    net = T.LimNet().scorer
-    data = T.Batches(None, 0, torch.device("cpu"))
+    net = LimNet().scorer
+    data = B.Batches(None, 0, torch.device("cpu"))
     data.pairs = _pair_bank(6, 0.2)
     asked = []
     real_get = data.get
@@ -133,9 +130,9 @@ def test_pair_fraction_is_the_share_of_the_batch(monkeypatch, fraction, syntheti
         seen.append(label)  # the labels of the scorer's loss
         return bce(logit, label, **kw)
 
-    monkeypatch.setattr(T.F, "binary_cross_entropy_with_logits", recording_bce)
-    cfg = T.StageConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
-    out = T._scorer_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", recording_bce)
+    cfg = C.StageConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
+    out = scorer.step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
     assert torch.isfinite(out["loss"])
     assert asked == ([synthetic] if synthetic else [])  # no synthetic pairs drawn at 1.0
     labels = seen[0]

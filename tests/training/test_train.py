@@ -19,18 +19,22 @@ from napari_limnet import cli
 from napari_limnet.engine import model as model_mod
 from napari_limnet.engine.networks import InteractionNet, LimNet
 from napari_limnet.engine.preprocess import click_maps, norm_stats, normalise
-from napari_limnet.training import perturb
+from napari_limnet.training import batches as B
+from napari_limnet.training import config as C
+from napari_limnet.training import interaction, perturb
+from napari_limnet.training import losses as L
 from napari_limnet.training import train as T
+from napari_limnet.training import weights as W
 from napari_limnet.training.real_bank import LabelledVolume, build_bank
 from napari_limnet.training.synthetic import generate
 
 torch.set_num_threads(2)
 
 
-def _tiny_config(out: Path, steps: int = 2, batch: int = 4) -> T.TrainConfig:
-    cfg = T.TrainConfig(out=str(out), seed=0, device="cpu", threads=2, checkpoint_every=1e9)
-    for s in T.STAGES:
-        cfg.stages[s] = T.StageConfig(steps=steps, batch=batch, real_fraction=0.0, frames=3)
+def _tiny_config(out: Path, steps: int = 2, batch: int = 4) -> C.TrainConfig:
+    cfg = C.TrainConfig(out=str(out), seed=0, device="cpu", threads=2, checkpoint_every=1e9)
+    for s in C.STAGES:
+        cfg.stages[s] = C.StageConfig(steps=steps, batch=batch, real_fraction=0.0, frames=3)
     return cfg
 
 
@@ -43,7 +47,7 @@ def _write_config(path: Path, out: Path, steps: int, batch: int) -> Path:
         "threads": 1,
         "cases": "",
         "checkpoint_every": 1e9,
-        "stages": {s: dict(stage) for s in T.STAGES},
+        "stages": {s: dict(stage) for s in C.STAGES},
     }
     path.write_text(json.dumps(raw))
     return path
@@ -83,12 +87,12 @@ def test_a_few_steps_lower_the_loss() -> None:
 
     def held_loss() -> float:
         with torch.no_grad():
-            return float(T.seg_loss(net(x), gt))
+            return float(L.seg_loss(net(x), gt))
 
     before = held_loss()
     for _ in range(15):
         opt.zero_grad()
-        T.seg_loss(net(x), gt).backward()
+        L.seg_loss(net(x), gt).backward()
         opt.step()
     after = held_loss()
     assert after < 0.7 * before, f"loss {before:.3f} -> {after:.3f}"
@@ -141,7 +145,7 @@ def test_compact_checkpoint_resumes_with_a_new_warm_up(tmp_path: Path) -> None:
     cfg = _tiny_config(tmp_path / "run", steps=2, batch=4)
     full = torch.load(T.train_stage(cfg, "scorer", progress=False), weights_only=True)
 
-    small = T.compact_checkpoint(tmp_path / "run" / "scorer.ckpt", tmp_path / "c" / "scorer.ckpt")
+    small = W.compact_checkpoint(tmp_path / "run" / "scorer.ckpt", tmp_path / "c" / "scorer.ckpt")
     saved = torch.load(small, weights_only=True)
     assert "optim" not in saved and saved["step"] == 2
     assert saved["config"] == full["config"]
@@ -214,15 +218,15 @@ def test_unknown_stage_and_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stages": {"decoder": {"steps": 1}}}))
     with pytest.raises(ValueError, match="unknown training stage"):
-        T.TrainConfig.load(bad)
+        C.TrainConfig.load(bad)
 
 
 def test_config_load(tmp_path: Path) -> None:
     path = _write_config(tmp_path / "c.json", tmp_path / "out", steps=3, batch=5)
-    cfg = T.TrainConfig.load(path)
+    cfg = C.TrainConfig.load(path)
     assert cfg.out == str(tmp_path / "out") and cfg.device == "cpu"
-    assert set(cfg.stages) == set(T.STAGES)
-    assert cfg.stages["memory"] == T.StageConfig(steps=3, batch=5, real_fraction=0.0, frames=3)
+    assert set(cfg.stages) == set(C.STAGES)
+    assert cfg.stages["memory"] == C.StageConfig(steps=3, batch=5, real_fraction=0.0, frames=3)
 
 
 # --- (c) export --------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def test_config_load(tmp_path: Path) -> None:
 def test_export_writes_weights_that_load(tmp_path: Path) -> None:
     torch.manual_seed(1)
     net = LimNet()
-    for i, stage in enumerate(T.STAGES):
+    for i, stage in enumerate(C.STAGES):
         part = getattr(net, stage)
         torch.save(
             {
@@ -243,7 +247,7 @@ def test_export_writes_weights_that_load(tmp_path: Path) -> None:
             },
             tmp_path / f"{stage}.ckpt",
         )
-    path = T.export(tmp_path, tmp_path / "w" / "limnet.pt", {"note": "x"})
+    path = W.export(tmp_path, tmp_path / "w" / "limnet.pt", {"note": "x"})
     loaded = model_mod.load_model(path, device="cpu")
     assert loaded.meta["note"] == "x"
     assert loaded.meta["training"]["memory"] == {"steps": 11, "seconds": 1.5}
@@ -257,7 +261,7 @@ def test_export_writes_weights_that_load(tmp_path: Path) -> None:
 
 def test_export_needs_every_stage(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        T.export(tmp_path, tmp_path / "w.pt")
+        W.export(tmp_path, tmp_path / "w.pt")
 
 
 # --- (d) DistributedDataParallel, two CPU processes on gloo ------------------------------------
@@ -309,6 +313,7 @@ _SYNC_DRIVER = """
 import sys
 import torch
 import torch.distributed as dist
+from napari_limnet.training import config as C
 from napari_limnet.training import train as T
 
 def rank0_named():  # each rank saves its own checkpoint; DDP itself is unchanged
@@ -320,9 +325,9 @@ T._ddp = rank0_named
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 # a different seed per rank: different data and a different initialisation
-cfg = T.TrainConfig(out=f"{sys.argv[1]}/r{rank}", seed=rank, device="cpu", threads=1)
+cfg = C.TrainConfig(out=f"{sys.argv[1]}/r{rank}", seed=rank, device="cpu", threads=1)
 for stage in sys.argv[2:]:
-    cfg.stages[stage] = T.StageConfig(steps=2, batch=2, real_fraction=0.0, frames=3)
+    cfg.stages[stage] = C.StageConfig(steps=2, batch=2, real_fraction=0.0, frames=3)
     T.train_stage(cfg, stage, progress=False)
 """
 
@@ -361,10 +366,10 @@ def test_limnet_train_all_and_export(tmp_path: Path, capsys) -> None:
     )
     assert rc == 0
     assert "weights written" in capsys.readouterr().out
-    for stage in T.STAGES:
+    for stage in C.STAGES:
         assert torch.load(tmp_path / "run" / f"{stage}.ckpt", weights_only=True)["step"] == 1
     m = model_mod.load_model(weights, device="cpu")
-    assert set(m.meta["training"]) == set(T.STAGES)
+    assert set(m.meta["training"]) == set(C.STAGES)
     assert Path(str(weights) + ".sha256").is_file()
 
 
@@ -438,7 +443,7 @@ def test_export_takes_missing_stages_from_base(tmp_path):
     """A fine-tuning run that trained one stage exports it over the base weights' other stages."""
     from napari_limnet.engine.model import load_model, save_weights
     from napari_limnet.engine.networks import LimNet
-    from napari_limnet.training.train import export
+    from napari_limnet.training.weights import export
 
     torch.manual_seed(0)
     base_net = LimNet()
@@ -495,7 +500,7 @@ def test_training_logs_validation_dice(tmp_path: Path) -> None:
         )
     (tmp_path / "cases.json").write_text(json.dumps({"cases": cases}))
     (tmp_path / "split.json").write_text(json.dumps({"train": ["tr"], "validation": ["va"]}))
-    cfg = T.TrainConfig(
+    cfg = C.TrainConfig(
         out=str(tmp_path / "run"),
         device="cpu",
         threads=2,
@@ -506,7 +511,7 @@ def test_training_logs_validation_dice(tmp_path: Path) -> None:
         validate_every=1e-9,
         val_stacks=16,
     )
-    cfg.stages["interaction"] = T.StageConfig(steps=2, batch=4, real_fraction=0.5)
+    cfg.stages["interaction"] = C.StageConfig(steps=2, batch=4, real_fraction=0.5)
     T.train_stage(cfg, "interaction", progress=False)
     recs = [json.loads(line) for line in (tmp_path / "run" / "interaction.log.jsonl").open()]
     vals = [r for r in recs if "val_dice" in r]
@@ -555,31 +560,11 @@ def test_leaked_masks_grow_only_into_similar_tissue() -> None:
     assert not out[..., :, : 20 - 4].any() and not out[..., : 20 - 4, :].any()
 
 
-def test_memory_step_with_leak_start(monkeypatch) -> None:
-    calls = []
-    real = perturb.leaked
-
-    def spy(x, similarity, g):
-        calls.append(x.shape[0])
-        return real(x, similarity, g)
-
-    monkeypatch.setattr(perturb, "leaked", spy)
-    data = T.Batches(None, 0, torch.device("cpu"))
-    amp = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
-    net = LimNet().memory
-    out = T._memory_step(net, data, T.StageConfig(batch=3, frames=3, real_fraction=0.0), amp)
-    assert torch.isfinite(out["loss"]) and not calls  # off by default: no leak, no draws
-    cfg = T.StageConfig(batch=3, frames=3, real_fraction=0.0, leak_start=1.0)
-    out = T._memory_step(net, data, cfg, amp)
-    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
-    assert len(calls) == 1 and calls[0] >= 1
-
-
-@pytest.mark.parametrize("option", [{"realistic_prev": 1.0}, {"focal_gamma": 2.0}])
+@pytest.mark.parametrize("option", [{"realistic_prev": 1.0}])
 def test_interaction_step_with_option(option: dict) -> None:
-    cfg = T.StageConfig(batch=4, real_fraction=0.0, **option)
-    data = T.Batches(None, 0, torch.device("cpu"))
-    out = T._interaction_step(
+    cfg = C.StageConfig(batch=4, real_fraction=0.0, **option)
+    data = B.Batches(None, 0, torch.device("cpu"))
+    out = interaction.step(
         InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
     )
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
@@ -590,22 +575,22 @@ def test_correction_start_share(share: float, monkeypatch) -> None:
     # Samples that start from an existing mask get their first click on its error before the
     # network runs; with none of them, the first click on an error follows a forward pass.
     events: list[str] = []
-    real_error_clicks = T.perturb.error_clicks
+    real_error_clicks = perturb.error_clicks
 
     def error_clicks(gt, pred, g, *a, **k):
         events.append("click")
         return real_error_clicks(gt, pred, g, *a, **k)
 
-    monkeypatch.setattr(T.perturb, "error_clicks", error_clicks)
+    monkeypatch.setattr(perturb, "error_clicks", error_clicks)
     net = InteractionNet()
     net.register_forward_hook(lambda *_: events.append("net"))
-    cfg = T.StageConfig(batch=4, real_fraction=0.0, correction_start=share)
-    data = T.Batches(None, 0, torch.device("cpu"))
-    T._interaction_step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
+    cfg = C.StageConfig(batch=4, real_fraction=0.0, correction_start=share)
+    data = B.Batches(None, 0, torch.device("cpu"))
+    interaction.step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
     assert events[0] == ("click" if share == 1.0 else "net")
 
 
-def test_normalised_focal_loss() -> None:
+def test_seg_loss_is_bce_plus_soft_dice() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 1, 16, 16, requires_grad=True)
     target = torch.rand(3, 1, 16, 16) > 0.5
@@ -614,24 +599,4 @@ def test_normalised_focal_loss() -> None:
     dice = (
         1 - (2 * (p * t).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + t.sum((1, 2, 3)) + 1)
     ).mean()
-    # gamma 0 is BCE + soft Dice, as before the option (computed here, not by seg_loss)
-    assert torch.allclose(T.seg_loss(logits, target, focal_gamma=0.0), bce + dice)
-    # equally hard pixels keep BCE's size: the weights average 1 per sample
-    flat = torch.full((2, 1, 8, 8), 0.7)
-    ones = torch.ones(2, 1, 8, 8, dtype=torch.bool)
-    assert torch.allclose(
-        T.seg_loss(flat, ones, focal_gamma=2.0), T.seg_loss(flat, ones), atol=1e-6
-    )
-    # otherwise the hard pixels weigh more: the pixel term grows, the Dice term is the same
-    focal = T.seg_loss(logits, target, focal_gamma=2.0)
-    assert float(focal - dice) > float(bce)
-    # and the easy pixels get less gradient than under BCE, relative to the hard ones
-    (g_bce,) = torch.autograd.grad(T.seg_loss(logits, target), logits)
-    (g_fl,) = torch.autograd.grad(focal, logits)
-    p_t = torch.where(target, torch.sigmoid(logits), 1 - torch.sigmoid(logits)).detach()
-    easy, hard = p_t > 0.8, p_t < 0.3
-
-    def ratio(g: torch.Tensor) -> float:
-        return float(g[easy].abs().mean() / g[hard].abs().mean())
-
-    assert ratio(g_fl) < 0.5 * ratio(g_bce)
+    assert torch.allclose(L.seg_loss(logits, target), bce + dice)

@@ -1,4 +1,4 @@
-"""``limnet train``: train the networks from a JSON config (see ``training.train``).
+"""``limnet train``: train the networks from a JSON config (see ``training.train``: the loop).
 
     limnet train --config CONFIG.json [--stage interaction|memory|scorer|all|A,B]
                  [--parallel] [--export WEIGHTS.pt] [--cases CASES] [--out DIR]
@@ -52,7 +52,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from ..training.train import TrainConfig
+    from ..training.config import TrainConfig
 
     path = args.config or str(resources.files("napari_limnet").joinpath("configs/train_cpu.json"))
     cfg = TrainConfig.load(path)
@@ -68,7 +68,9 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.train import STAGES, export, train_stage
+    from ..training.config import STAGES
+    from ..training.train import train_stage
+    from ..training.weights import export
 
     cfg = _config(args)
     stages = list(STAGES) if args.stage == "all" else args.stage.split(",")
