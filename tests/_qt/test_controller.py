@@ -3,6 +3,9 @@ made by ``new_layers``, rounds run inline (in the test's thread) with the fake e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from helpers import reference
@@ -184,3 +187,14 @@ def test_autosave_payload_and_restore(ctl, runner, tmp_path):
     np.testing.assert_array_equal(ctl.labels.data == 2, labels == 1)
     assert list(ctl.objects) == [2] and ctl.objects[2].name == "kidney"
     assert [tuple(p) for p in ctl.points.data] == [(10, 32, 20)]
+
+
+def test_controller_and_runner_import_no_qt() -> None:
+    """The per-image state and the round runner are Qt-free (the widget alone draws)."""
+    code = (
+        "import sys, napari_limnet._qt.controller, napari_limnet._qt.round_runner; "
+        "qt = [m for m in sys.modules if m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', "
+        "'PySide2', 'PySide6')]; print(qt); sys.exit(1 if qt else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

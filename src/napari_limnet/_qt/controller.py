@@ -51,12 +51,33 @@ from .layers import (
     shapes_to_prompts,
     spacing_of,
 )
-from .objects_panel import ObjectInfo
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels, Points, Shapes
 
     from ..engine.session import Session
+
+
+@dataclass
+class ObjectInfo:
+    """One segmented object: its label value (= the session's object id), name, colour, volume."""
+
+    id: int
+    name: str
+    color: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    volume_ml: float = 0.0
+    visible: bool = True  # drawn in the Labels layer
+    locked: bool = False  # never changed by a round, a brush, undo or reset
+
+    def as_metadata(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "color": [float(c) for c in self.color],
+            "visible": self.visible,
+            "locked": self.locked,
+        }
+
 
 # Below this many voxels the Labels layer is compared with the session before every round
 # (catches any edit); above it, only paint events mark objects as edited.

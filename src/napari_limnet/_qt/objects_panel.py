@@ -3,8 +3,6 @@ rename / select."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -18,26 +16,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-
-@dataclass
-class ObjectInfo:
-    """One segmented object: its label value (= the session's object id), name, colour, volume."""
-
-    id: int
-    name: str
-    color: tuple[float, float, float] = (1.0, 0.0, 0.0)
-    volume_ml: float = 0.0
-    visible: bool = True  # drawn in the Labels layer
-    locked: bool = False  # never changed by a round, a brush, undo or reset
-
-    def as_metadata(self) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "color": [float(c) for c in self.color],
-            "visible": self.visible,
-            "locked": self.locked,
-        }
+from .controller import ObjectInfo
 
 
 class ObjectsPanel(QWidget):
