@@ -109,7 +109,7 @@ def test_train_export_and_segment_with_context(tmp_path: Path) -> None:
     cfg = C.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.checkpoint_every = 1e9
     cfg.interaction_context = 1
-    cfg.stages["interaction"] = C.StageConfig(
+    cfg.stages["interaction"] = C.InteractionConfig(
         steps=2, batch=4, real_fraction=0.0, frames=3, realistic_prev=0.5
     )
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
@@ -133,7 +133,7 @@ def test_fine_tune_adds_context_to_one_slice_weights(tmp_path: Path) -> None:
     cfg.checkpoint_every = 1e9
     cfg.init_weights = str(base)
     cfg.interaction_context = 1
-    cfg.stages["interaction"] = C.StageConfig(steps=1, batch=4, real_fraction=0.0, lr=1e-9)
+    cfg.stages["interaction"] = C.InteractionConfig(steps=1, batch=4, real_fraction=0.0, lr=1e-9)
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
     w = ckpt["model"]["encoder.l1.0.0.weight"]
     assert w.shape[1] == InteractionNet.IN_CH + 2 * IMG_CH

@@ -103,6 +103,6 @@ def test_ensemble_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     # fine-tuning the interaction network starts from one member, not from the ensemble
     cfg = C.TrainConfig(out=str(tmp_path / "run"), seed=0, device="cpu", threads=2)
     cfg.init_weights = str(ens)
-    cfg.stages["interaction"] = C.StageConfig(steps=1, batch=2, real_fraction=0.0)
+    cfg.stages["interaction"] = C.InteractionConfig(steps=1, batch=2, real_fraction=0.0)
     with pytest.raises(ValueError, match="split_ensemble"):
         T.train_stage(cfg, "interaction", progress=False)

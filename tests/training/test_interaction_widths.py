@@ -53,7 +53,7 @@ def test_train_export_ensemble_and_segment_with_other_widths(tmp_path: Path) -> 
     cfg.checkpoint_every = 1e9
     cfg.interaction_context = 1
     cfg.interaction_widths = list(WIDE)
-    cfg.stages["interaction"] = C.StageConfig(steps=2, batch=4, real_fraction=0.0, frames=3)
+    cfg.stages["interaction"] = C.InteractionConfig(steps=2, batch=4, real_fraction=0.0, frames=3)
     ckpt = torch.load(T.train_stage(cfg, "interaction", progress=False), weights_only=True)
     assert widths_of(ckpt["model"]) == WIDE and context_of(ckpt["model"]) == 1
     base = save_weights(LimNet(), tmp_path / "base.pt")
@@ -71,6 +71,6 @@ def test_train_export_ensemble_and_segment_with_other_widths(tmp_path: Path) -> 
     cfg2 = C.TrainConfig(out=str(tmp_path / "run2"), seed=0, device="cpu", threads=2)
     cfg2.init_weights = str(base)
     cfg2.interaction_widths = list(WIDE)
-    cfg2.stages["interaction"] = C.StageConfig(steps=1, batch=2, real_fraction=0.0)
+    cfg2.stages["interaction"] = C.InteractionConfig(steps=1, batch=2, real_fraction=0.0)
     with pytest.raises(ValueError, match="interaction_widths"):
         T.train_stage(cfg2, "interaction", progress=False)

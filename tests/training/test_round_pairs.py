@@ -85,7 +85,7 @@ def test_scorer_stage_on_round_pairs_stores_a_threshold(tmp_path: Path) -> None:
         init_weights=str(default_weights_path()),
         checkpoint_every=1e9,
     )
-    cfg.stages["scorer"] = C.StageConfig(
+    cfg.stages["scorer"] = C.ScorerConfig(
         steps=2, batch=4, real_fraction=0.0, round_pairs=5, pair_rounds=4
     )
     ckpt = torch.load(T.train_stage(cfg, "scorer", progress=False), weights_only=True)
@@ -97,7 +97,7 @@ def test_scorer_stage_on_round_pairs_stores_a_threshold(tmp_path: Path) -> None:
 
 def test_round_pairs_need_init_weights(tmp_path: Path) -> None:
     cfg = C.TrainConfig(out=str(tmp_path / "run"), device="cpu", cases=str(tmp_path))
-    cfg.stages["scorer"] = C.StageConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
+    cfg.stages["scorer"] = C.ScorerConfig(steps=1, batch=2, real_fraction=0.0, round_pairs=2)
     with pytest.raises(ValueError, match="init_weights"):
         T.train_stage(cfg, "scorer", progress=False)
 
@@ -131,7 +131,7 @@ def test_pair_fraction_is_the_share_of_the_batch(monkeypatch, fraction, syntheti
         return bce(logit, label, **kw)
 
     monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", recording_bce)
-    cfg = C.StageConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
+    cfg = C.ScorerConfig(batch=8, real_fraction=0.0, pair_fraction=fraction)
     out = scorer.step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
     assert torch.isfinite(out["loss"])
     assert asked == ([synthetic] if synthetic else [])  # no synthetic pairs drawn at 1.0

@@ -34,7 +34,7 @@ torch.set_num_threads(2)
 def _tiny_config(out: Path, steps: int = 2, batch: int = 4) -> C.TrainConfig:
     cfg = C.TrainConfig(out=str(out), seed=0, device="cpu", threads=2, checkpoint_every=1e9)
     for s in C.STAGES:
-        cfg.stages[s] = C.StageConfig(steps=steps, batch=batch, real_fraction=0.0, frames=3)
+        cfg.stages[s] = C.stage_config(s, steps=steps, batch=batch, real_fraction=0.0, frames=3)
     return cfg
 
 
@@ -221,12 +221,25 @@ def test_unknown_stage_and_config(tmp_path: Path) -> None:
         C.TrainConfig.load(bad)
 
 
+def test_each_stage_takes_its_own_options(tmp_path: Path) -> None:
+    """A config per stage: an option of another stage is refused, naming the stage."""
+    assert isinstance(C.stage_config("interaction", box_margin=0.3), C.InteractionConfig)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stages": {"memory": {"steps": 1, "box_margin": 0.3}}}))
+    with pytest.raises(ValueError, match=r"memory stage has no option\(s\) \['box_margin'\]"):
+        C.TrainConfig.load(bad)
+    cfg = _tiny_config(tmp_path)
+    cfg.stages["scorer"] = C.MemoryConfig(steps=1)
+    with pytest.raises(ValueError, match="must be a ScorerConfig"):
+        T.train_stage(cfg, "scorer", progress=False)
+
+
 def test_config_load(tmp_path: Path) -> None:
     path = _write_config(tmp_path / "c.json", tmp_path / "out", steps=3, batch=5)
     cfg = C.TrainConfig.load(path)
     assert cfg.out == str(tmp_path / "out") and cfg.device == "cpu"
     assert set(cfg.stages) == set(C.STAGES)
-    assert cfg.stages["memory"] == C.StageConfig(steps=3, batch=5, real_fraction=0.0, frames=3)
+    assert cfg.stages["memory"] == C.MemoryConfig(steps=3, batch=5, real_fraction=0.0, frames=3)
 
 
 # --- (c) export --------------------------------------------------------------------------------
@@ -327,7 +340,7 @@ rank = dist.get_rank()
 # a different seed per rank: different data and a different initialisation
 cfg = C.TrainConfig(out=f"{sys.argv[1]}/r{rank}", seed=rank, device="cpu", threads=1)
 for stage in sys.argv[2:]:
-    cfg.stages[stage] = C.StageConfig(steps=2, batch=2, real_fraction=0.0, frames=3)
+    cfg.stages[stage] = C.stage_config(stage, steps=2, batch=2, real_fraction=0.0, frames=3)
     T.train_stage(cfg, stage, progress=False)
 """
 
@@ -511,7 +524,7 @@ def test_training_logs_validation_dice(tmp_path: Path) -> None:
         validate_every=1e-9,
         val_stacks=16,
     )
-    cfg.stages["interaction"] = C.StageConfig(steps=2, batch=4, real_fraction=0.5)
+    cfg.stages["interaction"] = C.InteractionConfig(steps=2, batch=4, real_fraction=0.5)
     T.train_stage(cfg, "interaction", progress=False)
     recs = [json.loads(line) for line in (tmp_path / "run" / "interaction.log.jsonl").open()]
     vals = [r for r in recs if "val_dice" in r]
@@ -562,7 +575,7 @@ def test_leaked_masks_grow_only_into_similar_tissue() -> None:
 
 @pytest.mark.parametrize("option", [{"realistic_prev": 1.0}])
 def test_interaction_step_with_option(option: dict) -> None:
-    cfg = C.StageConfig(batch=4, real_fraction=0.0, **option)
+    cfg = C.InteractionConfig(batch=4, real_fraction=0.0, **option)
     data = B.Batches(None, 0, torch.device("cpu"))
     out = interaction.step(
         InteractionNet(), data, cfg, lambda: torch.autocast("cpu", enabled=False)
@@ -584,7 +597,7 @@ def test_correction_start_share(share: float, monkeypatch) -> None:
     monkeypatch.setattr(perturb, "error_clicks", error_clicks)
     net = InteractionNet()
     net.register_forward_hook(lambda *_: events.append("net"))
-    cfg = C.StageConfig(batch=4, real_fraction=0.0, correction_start=share)
+    cfg = C.InteractionConfig(batch=4, real_fraction=0.0, correction_start=share)
     data = B.Batches(None, 0, torch.device("cpu"))
     interaction.step(net, data, cfg, lambda: torch.autocast("cpu", enabled=False))
     assert events[0] == ("click" if share == 1.0 else "net")

@@ -1,10 +1,11 @@
 """Training configuration: the run (:class:`TrainConfig`) and each stage's options
-(:class:`StageConfig`), read from the JSON configs of ``limnet train``."""
+(:class:`InteractionConfig`, :class:`MemoryConfig`, :class:`ScorerConfig`, on the options every
+stage shares, :class:`StageConfig`), read from the JSON configs of ``limnet train``."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 STAGES = ("interaction", "memory", "scorer")
@@ -12,48 +13,88 @@ STAGES = ("interaction", "memory", "scorer")
 
 @dataclass
 class StageConfig:
+    """What every stage takes: its budget, its batches and the real stacks cut for it."""
+
     seconds: float = 600.0  # wall-clock budget (the schedule follows it)
     steps: int = 0  # if > 0, a step budget instead of seconds
     batch: int = 32
     lr: float = 2e-3
     real_fraction: float = 0.3
-    frames: int = 6  # memory stage stack length
+    frames: int = 6  # slices per stack (the memory stage's stack length)
     # Options the shipped weights were trained without (their defaults reproduce them):
-    click_jitter: float = 2.0  # interaction: first-click noise on the interior distance (pixels)
     compartments: float = 0.0  # share of synthetic targets with a core / rim of other intensity
-    end_fraction: float = 0.0  # memory: share of real stacks in which the object ends
-    # interaction: share of correction starts whose previous mask looks like a propagated one
-    # (the object's mask on a neighbouring slice, leaked into similar tissue, or shrunk)
-    # rather than a mild corruption of the target; see ``perturb.propagated_like``
-    realistic_prev: float = 0.0
-    # interaction: share of samples that start from an existing mask (a correction of a
-    # propagated or imperfect mask) rather than from nothing; the rest start from a first
-    # click. Their own click rounds (0-4) follow either way. 0.35 = the shipped weights.
-    correction_start: float = 0.35
+    end_fraction: float = 0.0  # share of real stacks in which the object ends (for memory)
     # share of the real stacks whose intensities are drawn anew per labelled structure
     # (SynthSeg-style, ``synthetic.paint_labels``): real anatomy in any contrast
     label_synth: float = 0.0
     # share of real targets that are a structure joined with a touching neighbour
     union_fraction: float = 0.0
-    # interaction: share of first clicks placed anywhere inside the object (uniformly, at any
-    # depth) instead of near its most interior point: users do not click the centre
+
+
+@dataclass
+class InteractionConfig(StageConfig):
+    """The interaction stage: how the simulated user's first prompts and corrections look."""
+
+    click_jitter: float = 2.0  # first-click noise on the interior distance (pixels)
+    # share of correction starts whose previous mask looks like a propagated one (the object's
+    # mask on a neighbouring slice, leaked into similar tissue, or shrunk) rather than a mild
+    # corruption of the target; see ``perturb.propagated_like``
+    realistic_prev: float = 0.0
+    # share of samples that start from an existing mask (a correction of a propagated or
+    # imperfect mask) rather than from nothing; the rest start from a first click. Their own
+    # click rounds (0-4) follow either way. 0.35 = the shipped weights.
+    correction_start: float = 0.35
+    # share of first clicks placed anywhere inside the object (uniformly, at any depth)
+    # instead of near its most interior point: users do not click the centre
     click_anywhere: float = 0.0
-    # interaction: share of first prompts that are a positive scribble (a stroke inside the
-    # object, drawn into the positive click map) and share that are a lasso (a rough outline
-    # around the object, filled into the box channel); see ``perturb.scribbles`` / ``lassos``
+    # share of first prompts that are a positive scribble (a stroke inside the object, drawn
+    # into the positive click map) and share that are a lasso (a rough outline around the
+    # object, filled into the box channel); see ``perturb.scribbles`` / ``lassos``
     scribble: float = 0.0
     lasso: float = 0.0
-    # interaction: training boxes are the object's box with N(0, 2) pixel noise on each side;
-    # with box_margin > 0 each side also moves out by up to this share of the object's
-    # height or width (uniform), as a user's quick, loose box (issue: a loose box around the
-    # spleen came back box-shaped)
+    # training boxes are the object's box with N(0, 2) pixel noise on each side; with
+    # box_margin > 0 each side also moves out by up to this share of the object's height or
+    # width (uniform), as a user's quick, loose box
     box_margin: float = 0.0
-    # scorer: also learn from the fusion decisions of simulated rounds on this many real
-    # training objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the
-    # objects are held out to choose the fusion threshold stored with the weights
+
+
+@dataclass
+class MemoryConfig(StageConfig):
+    """The memory stage: propagation over stacks of ``frames`` slices."""
+
+
+@dataclass
+class ScorerConfig(StageConfig):
+    """The fusion scorer: which of two masks of a slice is better."""
+
+    # also learn from the fusion decisions of simulated rounds on this many real training
+    # objects (``round_pairs``), run with the ``init_weights`` networks; 1/5 of the objects
+    # are held out to choose the fusion threshold stored with the weights
     round_pairs: int = 0
     pair_rounds: int = 8
     pair_fraction: float = 0.5  # share of each batch taken from those pairs (1: only them)
+
+
+# each stage's options
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    "interaction": InteractionConfig,
+    "memory": MemoryConfig,
+    "scorer": ScorerConfig,
+}
+
+
+def stage_config(stage: str, **options: object) -> StageConfig:
+    """The options of ``stage``; an option another stage owns (or none does) is refused."""
+    if stage not in STAGE_CONFIGS:
+        raise ValueError(f"unknown training stage {stage!r}; use one of {STAGES}")
+    kind = STAGE_CONFIGS[stage]
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"the {stage} stage has no option(s) {unknown}; its options: {sorted(known)}"
+        )
+    return kind(**options)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -84,16 +125,13 @@ class TrainConfig:
     validate_every: float = 0.0
     val_stacks: int = 64
     stages: dict[str, StageConfig] = field(
-        default_factory=lambda: {s: StageConfig() for s in STAGES}
+        default_factory=lambda: {s: STAGE_CONFIGS[s]() for s in STAGES}
     )
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         raw = json.loads(Path(path).read_text())
-        stages = {k: StageConfig(**v) for k, v in raw.pop("stages", {}).items()}
-        unknown = set(stages) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown training stage(s) {sorted(unknown)}; use {STAGES}")
+        stages = {k: stage_config(k, **v) for k, v in raw.pop("stages", {}).items()}
         cfg = cls(**raw)
         cfg.stages.update(stages)
         return cfg

@@ -9,11 +9,11 @@ from ..engine.networks import CROP
 from ..engine.preprocess import click_maps, norm_stats, normalise
 from . import perturb
 from .batches import Batches
-from .config import StageConfig
+from .config import InteractionConfig
 from .losses import seg_loss
 
 
-def step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+def step(net: nn.Module, data: Batches, cfg: InteractionConfig, amp) -> dict:
     g = data.g
     c = getattr(net, "module", net).context_slices
     # realistic starts and a 2.5D input need neighbouring slices (no extra draws when

@@ -8,11 +8,11 @@ from torch import nn
 from ..engine.preprocess import norm_stats, normalise
 from . import perturb
 from .batches import Batches
-from .config import StageConfig
+from .config import MemoryConfig
 from .losses import seg_loss
 
 
-def step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+def step(net: nn.Module, data: Batches, cfg: MemoryConfig, amp) -> dict:
     g = data.g
     mem = net.module if hasattr(net, "module") else net
     img, tgt = data.get(

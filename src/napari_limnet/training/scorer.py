@@ -12,7 +12,7 @@ from torch import nn
 from ..engine.preprocess import norm_stats, normalise
 from . import perturb
 from .batches import Batches, load_training_volumes
-from .config import StageConfig, TrainConfig
+from .config import ScorerConfig, StageConfig, TrainConfig
 
 
 def _synthetic_pairs(data: Batches, n: int, cfg: StageConfig):
@@ -52,7 +52,7 @@ def _real_pairs(data: Batches, n: int, device: torch.device):
     return x, prev, new, (gain > 0).float(), (gain.abs() > 0.01).float()
 
 
-def step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
+def step(net: nn.Module, data: Batches, cfg: ScorerConfig, amp) -> dict:
     # ``pair_fraction`` of the batch are real decisions (with ``round_pairs``), the rest
     # synthetic pairs; pairs closer than 0.01 Dice carry no label
     n_real = int(round(cfg.batch * cfg.pair_fraction)) if data.pairs is not None else 0
@@ -76,7 +76,7 @@ def step(net: nn.Module, data: Batches, cfg: StageConfig, amp) -> dict:
     return {"loss": loss, "acc": acc}
 
 
-def round_pairs(cfg: TrainConfig, scfg: StageConfig, out: Path):
+def round_pairs(cfg: TrainConfig, scfg: ScorerConfig, out: Path):
     """The scorer's real pairs (collected once per run folder), split by object into
     training pairs and the held-out pairs that choose the fusion threshold."""
     from .round_pairs import PairBank, collect_round_pairs

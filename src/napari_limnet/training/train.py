@@ -38,7 +38,7 @@ from torch import nn
 from ..engine.networks import CROP, InteractionEnsemble, LimNet
 from . import interaction, memory, scorer
 from .batches import Batches, FixedBatches, case_volumes, is_npz_folder, load_training_volumes
-from .config import STAGES, StageConfig, TrainConfig
+from .config import STAGE_CONFIGS, STAGES, ScorerConfig, StageConfig, TrainConfig
 from .real_bank import RealBank, build_bank
 from .weights import with_context
 
@@ -100,6 +100,11 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         raise ValueError(f"unknown stage {stage!r}; use one of {STAGES}")
     rank, world = _ddp()
     scfg = cfg.stages[stage]
+    if not isinstance(scfg, STAGE_CONFIGS[stage]):
+        raise ValueError(
+            f"the {stage} stage's options must be a {STAGE_CONFIGS[stage].__name__} "
+            f"(config.stage_config), not a {type(scfg).__name__}"
+        )
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -172,7 +177,7 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
     val_bank = _validation_bank(cfg, scfg, device) if rank == 0 else None
     last_val = time.time()
     held_out = None
-    if stage == "scorer" and scfg.round_pairs > 0:
+    if isinstance(scfg, ScorerConfig) and scfg.round_pairs > 0:
         data.pairs, held_out = scorer.round_pairs(cfg, scfg, out)
     if device.type == "cuda":
 
