@@ -29,12 +29,12 @@ def fake_engine(monkeypatch, request):
     (not for tests marked ``real_model``)."""
     if request.node.get_closest_marker("real_model"):
         return None
-    from napari_limnet._qt import widget as widget_mod
+    from napari_limnet._qt import model_cache
     from napari_limnet.engine import session as session_mod
 
     eng = FakeEngine()
     monkeypatch.setattr(session_mod.rounds, "run_round", eng.run_round)
-    monkeypatch.setattr(widget_mod, "get_model", lambda weights, device: object())
+    monkeypatch.setattr(model_cache, "get_model", lambda weights, device: object())
     return eng
 
 

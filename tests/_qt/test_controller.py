@@ -192,7 +192,8 @@ def test_autosave_payload_and_restore(ctl, runner, tmp_path):
 def test_controller_and_runner_import_no_qt() -> None:
     """The per-image state and the round runner are Qt-free (the widget alone draws)."""
     code = (
-        "import sys, napari_limnet._qt.controller, napari_limnet._qt.round_runner; "
+        "import sys, napari_limnet._qt.controller, napari_limnet._qt.round_runner, "
+        "napari_limnet._qt.model_cache; "
         "qt = [m for m in sys.modules if m.split('.')[0] in ('qtpy', 'PyQt5', 'PyQt6', "
         "'PySide2', 'PySide6')]; print(qt); sys.exit(1 if qt else 0)"
     )

@@ -24,7 +24,6 @@ their signals into the status line, notifications, the objects list and the prog
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from . import autosave as autosave_mod
+from . import model_cache
 from .controller import ImageController, new_layers
 from .layers import check_image, layer_label_names, prefer_plugin_writer, spacing_of, view_axis
 from .panel import IDLE_FORMAT, LimNetPanel
@@ -45,9 +45,6 @@ from .settings import Settings, full_limits, is_ct, robust_limits, window_limits
 # During a round the Labels layer is refreshed at most this often (the slices arriving in
 # between are written into its array together): each refresh costs the main thread a redraw.
 REFRESH_SECONDS = 0.25
-
-_MODEL_CACHE: dict[tuple[str, str | None], Any] = {}
-_MODEL_LOCK = threading.Lock()
 
 
 def _after_round(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,42 +59,6 @@ def _after_round(method: Callable[..., Any]) -> Callable[..., Any]:
         return method(self, *args, **kwargs)
 
     return wrapper
-
-
-def get_model(weights: str, device: str | None) -> Any:
-    """Load (once) the model for a weights file ('' = bundled) on a device (None = best).
-
-    Called from worker threads (never the main thread: importing torch and reading the weights
-    take seconds); the lock makes a preload and a round share one load.
-    """
-    key = (weights, device)
-    with _MODEL_LOCK:
-        if key not in _MODEL_CACHE:
-            from napari_limnet import load_model
-
-            _MODEL_CACHE[key] = load_model(weights or None, device=device)
-        return _MODEL_CACHE[key]
-
-
-def _preload_model(weights: str, device: str | None, threads: int) -> None:
-    """Load the model in a background thread so the first click does not wait for it.
-
-    A failure is ignored here: the round that needs the model reports it.
-    """
-
-    def load() -> None:
-        from .worker import lower_priority
-
-        lower_priority()
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-            get_model(weights, device)
-        except Exception:  # noqa: BLE001,S110 - reported by the first round instead
-            pass
-
-    threading.Thread(target=load, name="limnet-model-preload", daemon=True).start()
 
 
 def _layer_key(layer: Any) -> int:
@@ -209,7 +170,7 @@ class LimNetWidget(LimNetPanel):
         if (s.weights, s.torch_device) != old_model:
             # the next round loads them (in its worker thread); the thread count, too,
             # is applied by the next round
-            _preload_model(s.weights, s.torch_device, s.engine_threads)
+            model_cache.preload_model(s.weights, s.torch_device, s.engine_threads)
 
     def _model_for_round(self) -> Any:
         """Every session's model source: each round calls it in its worker thread (never the
@@ -217,7 +178,7 @@ class LimNetWidget(LimNetPanel):
         new device in the settings apply from the next round."""
         s = self.settings
         try:
-            return get_model(s.weights, s.torch_device)
+            return model_cache.get_model(s.weights, s.torch_device)
         except Exception as e:  # noqa: BLE001 - a bad weights file is a user mistake
             raise RuntimeError(f"could not load the weights: {e}") from e
 
@@ -422,7 +383,7 @@ class LimNetWidget(LimNetPanel):
         except Exception as e:  # noqa: BLE001 - an image the engine cannot read
             self._message(f"Could not start LIM-Net on '{image.name}': {e}", "error")
             return None
-        _preload_model(s.weights, s.torch_device, s.engine_threads)
+        model_cache.preload_model(s.weights, s.torch_device, s.engine_threads)
 
         def add(kind: str, data: Any, kwargs: dict) -> Any:
             layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
