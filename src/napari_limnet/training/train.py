@@ -133,6 +133,8 @@ def train_stage(cfg: TrainConfig, stage: str, progress: bool = True) -> Path:
         if stage == "interaction" and cfg.interaction_context > full.interaction.context_slices:
             full.interaction = with_context(full.interaction, cfg.interaction_context)
     net: nn.Module = getattr(full, stage).to(device).train()
+    if stage == "memory":  # ``load_model`` runs it channels-last on the CPU: not for training
+        net = net.to(memory_format=torch.contiguous_format)
     # oneDNN's bf16 convolutions are faster in NHWC. Not for the memory network: its bf16
     # backward in channels-last corrupts the heap on the CPU (torch 2.13: "double free" or a
     # segfault within two steps), while in the default layout it trains.
