@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.prompts import rest_axes
+
 Prompt = tuple
 
 CLICK_COLORS = {True: "lime", False: "red"}  # face colour by the ``positive`` feature
@@ -121,10 +123,6 @@ def _with_axis(p: Prompt, axis: int) -> Prompt:
     return p + (int(axis),) if axis else p
 
 
-def _rest(axis: int) -> list[int]:
-    return [a for a in range(3) if a != axis]
-
-
 def _axes_feature(layer: Any, n: int) -> np.ndarray:
     feats = getattr(layer, "features", None)
     if feats is None or "axis" not in feats:
@@ -195,8 +193,8 @@ def shapes_to_prompts(shapes: Any, shape: tuple[int, int, int]) -> tuple[list[Pr
         else:
             v = v[:, -3:]
             zs = np.round(v[:, axis])
-            yx = v[:, _rest(axis)]
-        nz, ny, nx = (shape[axis], *(shape[a] for a in _rest(axis)))
+            yx = v[:, list(rest_axes(axis))]
+        nz, ny, nx = (shape[axis], *(shape[a] for a in rest_axes(axis)))
         what = {"path": "scribble", "line": "scribble", "polygon": "lasso"}.get(kind, "box")
         if np.ptp(zs) > 0:
             problems.append(f"a {what} must lie on one slice")
